@@ -1,0 +1,159 @@
+"""Scalar activations of the one-hidden-layer networks, with the derivatives the maps need.
+
+Three roles (design.md section 2):
+
+* :data:`SATURATING` -- sigma of the constrained map, bounded and increasing, with a stable
+  ``log sigma'``;
+* :data:`HIDDEN` -- rho of the unconstrained integrand network, with ``rho'`` for the custom
+  backward pass;
+* :data:`POSITIVE` -- phi > 0 applied to the network output, with ``phi'`` and a stable
+  ``log phi``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "HIDDEN",
+    "POSITIVE",
+    "SATURATING",
+    "HiddenActivation",
+    "PositiveFunction",
+    "SaturatingActivation",
+    "log_softplus",
+    "lookup",
+]
+
+Fn = Callable[[torch.Tensor], torch.Tensor]
+
+_LOG2 = math.log(2.0)
+# softplus(u + _SOFTPLUS_SHIFT) equals 1 at u = 0, so a zero network output means unit slope.
+_SOFTPLUS_SHIFT = math.log(math.e - 1.0)
+
+
+@dataclass(frozen=True)
+class SaturatingActivation:
+    """A bounded increasing sigma with range (lower, upper) and a stable log-derivative."""
+
+    name: str
+    fn: Fn
+    log_derivative: Fn
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class HiddenActivation:
+    """rho and its derivative rho'."""
+
+    name: str
+    fn: Fn
+    derivative: Fn
+
+
+@dataclass(frozen=True)
+class PositiveFunction:
+    """phi > 0 with phi(0) = 1, its derivative, and log phi computed without underflow."""
+
+    name: str
+    fn: Fn
+    derivative: Fn
+    log: Fn
+
+
+def _log_sech2(u: torch.Tensor) -> torch.Tensor:
+    # log sech^2(u) = 2 log 2 - 2|u| - 2 softplus(-2|u|): finite where sech^2 underflows.
+    a = u.abs()
+    return 2.0 * _LOG2 - 2.0 * a - 2.0 * F.softplus(-2.0 * a)
+
+
+def _log_sigmoid_derivative(u: torch.Tensor) -> torch.Tensor:
+    # log(sigmoid(u) sigmoid(-u)) = -|u| - 2 softplus(-|u|).
+    a = u.abs()
+    return -a - 2.0 * F.softplus(-a)
+
+
+def _relu_derivative(u: torch.Tensor) -> torch.Tensor:
+    return (u > 0).to(u.dtype)
+
+
+def _tanh_derivative(u: torch.Tensor) -> torch.Tensor:
+    return 1.0 - torch.tanh(u).square()
+
+
+def _sigmoid_derivative(u: torch.Tensor) -> torch.Tensor:
+    s = torch.sigmoid(u)
+    return s * (1.0 - s)
+
+
+def _erf_derivative(u: torch.Tensor) -> torch.Tensor:
+    return (2.0 / math.sqrt(math.pi)) * torch.exp(-u.square())
+
+
+def _elu_plus_one(u: torch.Tensor) -> torch.Tensor:
+    return F.elu(u) + 1.0
+
+
+def _elu_plus_one_derivative(u: torch.Tensor) -> torch.Tensor:
+    return torch.where(u > 0, torch.ones_like(u), torch.exp(torch.clamp(u, max=0.0)))
+
+
+def _log_elu_plus_one(u: torch.Tensor) -> torch.Tensor:
+    # log(u + 1) for u > 0 and exactly u below: no underflow for very negative u.
+    return torch.where(u > 0, torch.log1p(torch.clamp(u, min=0.0)), u)
+
+
+def _shifted_softplus(u: torch.Tensor) -> torch.Tensor:
+    return F.softplus(u + _SOFTPLUS_SHIFT)
+
+
+def _shifted_softplus_derivative(u: torch.Tensor) -> torch.Tensor:
+    return torch.sigmoid(u + _SOFTPLUS_SHIFT)
+
+
+def log_softplus(v: torch.Tensor) -> torch.Tensor:
+    """log(softplus(v)), equal to v (to machine precision) where softplus(v) would underflow."""
+    # Below -40, log softplus(v) = v + log1p(-e^v / 2 + ...) equals v to machine precision.
+    safe = torch.clamp(v, min=-40.0)
+    return torch.where(v > -40.0, torch.log(F.softplus(safe)), v)
+
+
+def _log_shifted_softplus(u: torch.Tensor) -> torch.Tensor:
+    return log_softplus(u + _SOFTPLUS_SHIFT)
+
+
+SATURATING: Mapping[str, SaturatingActivation] = {
+    "tanh": SaturatingActivation("tanh", torch.tanh, _log_sech2, -1.0, 1.0),
+    "sigmoid": SaturatingActivation("sigmoid", torch.sigmoid, _log_sigmoid_derivative, 0.0, 1.0),
+}
+
+HIDDEN: Mapping[str, HiddenActivation] = {
+    "relu": HiddenActivation("relu", torch.relu, _relu_derivative),
+    "tanh": HiddenActivation("tanh", torch.tanh, _tanh_derivative),
+    "sigmoid": HiddenActivation("sigmoid", torch.sigmoid, _sigmoid_derivative),
+    "softplus": HiddenActivation("softplus", F.softplus, torch.sigmoid),
+    "erf": HiddenActivation("erf", torch.erf, _erf_derivative),
+}
+
+POSITIVE: Mapping[str, PositiveFunction] = {
+    "elu_plus_one": PositiveFunction(
+        "elu_plus_one", _elu_plus_one, _elu_plus_one_derivative, _log_elu_plus_one
+    ),
+    "softplus": PositiveFunction(
+        "softplus", _shifted_softplus, _shifted_softplus_derivative, _log_shifted_softplus
+    ),
+}
+
+
+def lookup(table: Mapping[str, object], name: str, argument: str):
+    """Return ``table[name]`` or raise a ValueError naming ``argument`` and the allowed values."""
+    if not isinstance(name, str) or name not in table:
+        allowed = ", ".join(repr(k) for k in table)
+        raise ValueError(f"unknown {argument} {name!r}; allowed values are {allowed}")
+    return table[name]

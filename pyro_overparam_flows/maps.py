@@ -1,0 +1,129 @@
+r"""The scalar monotone maps of design.md section 2, applied elementwise over the last dimension.
+
+Parameters have shape ``(D, m)`` (one network per dimension, shared by the batch) or
+``(*batch, D, m)`` (one per row, as a conditioner produces); x has shape ``(*batch, D)``.
+
+Constrained (section 2.1):
+
+.. math::
+
+    f(x) = c \sum_r a_r\,\sigma(w_r x + b_r) + s x + \beta, \qquad
+    \log f'(x) = \log\Big(c \sum_r a_r w_r \sigma'(w_r x + b_r) + s\Big),
+
+the log computed by ``logsumexp`` over r so it stays finite where :math:`\sigma'` underflows.
+
+Unconstrained (section 2.2):
+
+.. math::
+
+    N(t) = c \sum_r a_r\,\rho(w_r t + b_r), \qquad
+    f(x) = \beta + \int_0^x \phi(N(t))\,dt, \qquad \log f'(x) = \log \phi(N(x)).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+
+from .activations import HiddenActivation, PositiveFunction, SaturatingActivation
+from .numerics import integrate_one_hidden_layer, relu_elu_integral
+
+__all__ = [
+    "ConstrainedNetwork",
+    "UnconstrainedNetwork",
+    "constrained_log_derivative",
+    "constrained_map",
+    "constrained_range",
+    "network_output",
+    "unconstrained_log_derivative",
+    "unconstrained_map",
+]
+
+
+class ConstrainedNetwork(NamedTuple):
+    """Positive w, a (with their logs), free b, tail s >= 0 (or None), offset beta, c."""
+
+    hidden_weight: torch.Tensor
+    log_hidden_weight: torch.Tensor
+    hidden_bias: torch.Tensor
+    output_weight: torch.Tensor
+    log_output_weight: torch.Tensor
+    tail: torch.Tensor | None
+    log_tail: torch.Tensor | None
+    offset: torch.Tensor
+    multiplier: float
+
+
+class UnconstrainedNetwork(NamedTuple):
+    """Free w, b, a of the integrand network N, offset beta, c."""
+
+    hidden_weight: torch.Tensor
+    hidden_bias: torch.Tensor
+    output_weight: torch.Tensor
+    offset: torch.Tensor
+    multiplier: float
+
+
+def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return x.unsqueeze(-1) * w + b
+
+
+def constrained_map(
+    x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
+) -> torch.Tensor:
+    """f(x) of the constrained family."""
+    u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
+    y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
+    return y if net.tail is None else y + net.tail * x
+
+
+def constrained_log_derivative(
+    x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
+) -> torch.Tensor:
+    """log f'(x) of the constrained family, in log space."""
+    u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
+    terms = net.log_output_weight + net.log_hidden_weight + sigma.log_derivative(u)
+    log_slope = torch.logsumexp(terms, -1) + math.log(net.multiplier)
+    return log_slope if net.log_tail is None else torch.logaddexp(log_slope, net.log_tail)
+
+
+def constrained_range(
+    net: ConstrainedNetwork, sigma: SaturatingActivation
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds of the saturating part plus offset: f(x) - s x lies between them for every x."""
+    mass = net.multiplier * net.output_weight.sum(-1)
+    return net.offset + sigma.lower * mass, net.offset + sigma.upper * mass
+
+
+def network_output(
+    t: torch.Tensor, net: UnconstrainedNetwork, rho: HiddenActivation
+) -> torch.Tensor:
+    """N(t), the integrand network's output."""
+    u = _pre_activation(t, net.hidden_weight, net.hidden_bias)
+    return net.multiplier * (rho.fn(u) * net.output_weight).sum(-1)
+
+
+def unconstrained_map(
+    x: torch.Tensor,
+    net: UnconstrainedNetwork,
+    rho: HiddenActivation,
+    phi: PositiveFunction,
+    quadrature: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """f(x) of the unconstrained family: exact for ReLU with ELU+1 (``quadrature=None``),
+    otherwise by the given ``(nodes, weights)`` rule."""
+    w, b, a, c = net.hidden_weight, net.hidden_bias, net.output_weight, net.multiplier
+    if quadrature is None:
+        integral = relu_elu_integral(x, w, b, a, c)
+    else:
+        integral = integrate_one_hidden_layer(x, w, b, a, c, rho, phi, *quadrature)
+    return net.offset + integral
+
+
+def unconstrained_log_derivative(
+    x: torch.Tensor, net: UnconstrainedNetwork, rho: HiddenActivation, phi: PositiveFunction
+) -> torch.Tensor:
+    """log f'(x) = log phi(N(x)), exact whatever the integration rule."""
+    return phi.log(network_output(x, net, rho))

@@ -1,0 +1,130 @@
+r"""Batched inversion of strictly increasing scalar maps: bracketing and safeguarded Newton.
+
+Every element is solved at once; there is no Python loop over elements. Iterations run under a
+fixed budget. On the CPU the loop stops as soon as every element has converged (reading a flag
+there costs no device synchronization); on an accelerator it runs the whole budget without
+reading anything back. Converged elements are frozen, so both give the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+__all__ = ["bracket_increasing", "solve_increasing"]
+
+ValueAndDerivative = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+#: Newton iterations allowed per call (measured: see ``benchmarks/newton_iterations.py``).
+DEFAULT_MAX_ITERATIONS = 60
+#: Geometric bracket expansions allowed (step grows 4x: 4**64 covers the float32 range).
+DEFAULT_MAX_EXPANSIONS = 64
+
+
+def _may_stop_early(t: torch.Tensor) -> bool:
+    return t.device.type == "cpu"
+
+
+def solve_increasing(
+    fn: ValueAndDerivative,
+    y: torch.Tensor,
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    initial: torch.Tensor | None = None,
+    *,
+    max_iterations: int = DEFAULT_MAX_ITERATIONS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Solve :math:`f(x) = y` elementwise for an increasing f, given a bracket.
+
+    Each iteration evaluates ``fn(x) = (f(x), f'(x))``, shrinks the bracket to the side of the
+    root, and takes the Newton step :math:`x - (f(x) - y) / f'(x)` when it lands strictly inside
+    the bracket, the bisection point otherwise. An element stops, after one last Newton step,
+    when :math:`|f(x) - y| \le 8 \epsilon (1 + |y|)` or its bracket has shrunk to adjacent
+    floats, and when a step no longer moves it.
+
+    :param fn: maps x to ``(f(x), f'(x))``, elementwise.
+    :param torch.Tensor y: targets.
+    :param torch.Tensor lower: finite lower ends with ``f(lower) <= y``.
+    :param torch.Tensor upper: finite upper ends with ``f(upper) >= y``.
+    :param initial: starting points (clamped into the bracket); the midpoint if None.
+    :param int max_iterations: the iteration budget.
+    :returns: ``(x, converged)``.
+
+    >>> y = torch.tensor([0.5, 8.0], dtype=torch.float64)
+    >>> cube = lambda x: (x ** 3, 3 * x ** 2)
+    >>> x, ok = solve_increasing(cube, y, torch.zeros_like(y), torch.full_like(y, 4.0))
+    >>> torch.allclose(x ** 3, y), bool(ok.all())
+    (True, True)
+    """
+    eps = torch.finfo(y.dtype).eps
+    tolerance = 8.0 * eps * (1.0 + y.abs())
+    x = (
+        (lower + upper) / 2.0
+        if initial is None
+        else torch.minimum(torch.maximum(initial, lower), upper)
+    )
+    done = torch.zeros_like(y, dtype=torch.bool)
+    for iteration in range(max_iterations):
+        value, slope = fn(x)
+        residual = value - y
+        lower = torch.where(residual < 0, x, lower)
+        upper = torch.where(residual > 0, x, upper)
+        newton = x - residual / slope
+        inside = (newton > lower) & (newton < upper)
+        proposal = torch.where(inside, newton, (lower + upper) / 2.0)
+        collapsed = torch.nextafter(lower, upper) >= upper
+        converged = (residual.abs() <= tolerance) | collapsed
+        # A converged element still takes its last Newton step (free: f and f' are in hand).
+        step = torch.where(converged, torch.where(inside, newton, x), proposal)
+        stalled = step == x
+        x = torch.where(done, x, step)
+        done = done | converged | stalled
+        if _may_stop_early(x) and iteration % 4 == 3 and bool(done.all()):
+            break
+    return x, done
+
+
+def bracket_increasing(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    y: torch.Tensor,
+    start: torch.Tensor,
+    *,
+    step: float = 1.0,
+    growth: float = 4.0,
+    max_expansions: int = DEFAULT_MAX_EXPANSIONS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""Find finite ``lower <= upper`` with ``f(lower) <= y <= f(upper)`` for an increasing f.
+
+    From ``start`` each element walks towards its root with steps ``step * growth**k``; the
+    last two points visited bracket the root. An element whose root lies beyond the expansion
+    budget (y outside the range of f) is reported as not found.
+
+    :param fn: maps x to f(x), elementwise.
+    :param torch.Tensor y: targets.
+    :param torch.Tensor start: starting points.
+    :returns: ``(lower, upper, found)``.
+
+    >>> y = torch.tensor([-100.0, 0.5, 1e6], dtype=torch.float64)
+    >>> lower, upper, found = bracket_increasing(lambda x: x ** 3, y, torch.zeros_like(y))
+    >>> bool(found.all()), bool(((lower ** 3 <= y) & (y <= upper ** 3)).all())
+    (True, True)
+    """
+    value = fn(start)
+    up = value < y
+    found = value == y
+    lower, upper, previous = start, start, start
+    direction = torch.where(up, 1.0, -1.0).to(y.dtype)
+    distance = torch.full_like(y, step)
+    for _ in range(max_expansions):
+        point = start + direction * distance
+        value = fn(point)
+        crossed = ~found & torch.where(up, value >= y, value <= y)
+        lower = torch.where(crossed, torch.where(up, previous, point), lower)
+        upper = torch.where(crossed, torch.where(up, point, previous), upper)
+        found = found | crossed
+        previous = torch.where(found, previous, point)
+        distance = distance * growth
+        if _may_stop_early(y) and bool(found.all()):
+            break
+    return lower, upper, found

@@ -1,0 +1,125 @@
+"""Behaviour shared by the element-wise monotone transforms: caching, validation, inversion."""
+
+from __future__ import annotations
+
+import torch
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import TransformModule
+
+__all__ = ["MonotoneTransformModule", "check_width", "validation_enabled"]
+
+
+def validation_enabled() -> bool:
+    """Whether checks that read values back (non-finite input, range) run.
+
+    Follows Pyro's switch: ``pyro.enable_validation(False)`` turns them off for speed.
+    """
+    return bool(torch.distributions.Distribution._validate_args)
+
+
+def check_width(width: object) -> int:
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}")
+    return width
+
+
+class MonotoneTransformModule(TransformModule):
+    """A strictly increasing map applied to each coordinate of the last dimension.
+
+    Subclasses provide ``_map`` (f), ``_log_derivative`` (log f', per coordinate) and ``_solve``
+    (f^-1 without gradient). This class adds Pyro's cache made safe for training, input checks,
+    and gradients of the inverse by the implicit function theorem.
+    """
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    autoregressive = False
+
+    def __init__(self, input_dim: int):
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
+            raise ValueError(f"input_dim must be an integer >= 1, got {input_dim!r}")
+        super().__init__(cache_size=1)
+        self.input_dim = input_dim
+        self._cache_versions: tuple[int, ...] = ()
+
+    @property
+    def sign(self) -> int:
+        return 1
+
+    # Pyro's cache is keyed on tensor identity. After an optimizer step the same input tensor
+    # must not get the old output back (its graph is freed): drop the cache once any parameter
+    # has changed, which the parameters' version counters tell cheaply.
+    def _refresh_cache(self) -> None:
+        versions = tuple(p._version for p in self.parameters())
+        if versions != self._cache_versions:
+            self._cached_x_y = None, None
+            self._cache_versions = versions
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self._refresh_cache()
+        return super().__call__(x)
+
+    def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
+        self._refresh_cache()
+        return super()._inv_call(y)
+
+    def _check(self, value: torch.Tensor, name: str) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+        if value.dim() == 0 or value.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"{name} must have shape (..., {self.input_dim}) (last dimension = input_dim), "
+                f"got shape {tuple(value.shape)}"
+            )
+        if not value.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        if validation_enabled() and not bool(torch.isfinite(value).all()):
+            raise ValueError(
+                f"{name} contains NaN or infinite values; only finite inputs are allowed"
+            )
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, "x")
+        return self._map(x)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """log |det J| = sum over the last dimension of log f'(x)."""
+        self._check(x, "x")
+        return self._log_derivative(x).sum(-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y, "y")
+        with torch.no_grad():
+            x = self._solve(y)
+        if torch.is_grad_enabled() and (
+            y.requires_grad or any(p.requires_grad for p in self.parameters())
+        ):
+            # One Newton step taken with the graph: its value is the root, its gradient is the
+            # implicit function theorem's, dx = (dy - df) / f'(x).
+            with torch.no_grad():
+                slope = torch.exp(self._log_derivative(x))
+            x = x - (self._map(x) - y) / slope
+        return x
+
+    @staticmethod
+    def _preimage_or_error(
+        x: torch.Tensor, y: torch.Tensor, found: torch.Tensor, allowed: str
+    ) -> torch.Tensor:
+        """x where a preimage was found; elsewhere a ValueError (validation on) or NaN (off)."""
+        if validation_enabled() and not bool(found.all()):
+            bad = y[~found]
+            raise ValueError(
+                f"inverse asked outside the range of the map: {bad.numel()} value(s) of y "
+                f"(e.g. {bad[0].item():.8g}) have no preimage; {allowed}"
+            )
+        return torch.where(found, x, float("nan"))
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,210 @@
+"""The constrained one-hidden-layer monotone flow (design.md section 2.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..activations import SATURATING, log_softplus, lookup
+from ..maps import (
+    ConstrainedNetwork,
+    constrained_log_derivative,
+    constrained_map,
+    constrained_range,
+)
+from ..numerics import bracket_increasing, solve_increasing
+from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS, initial_constrained_network
+from ..positivity import POSITIVITY
+from .base import MonotoneTransformModule, check_width
+
+__all__ = ["ConstrainedMonotone", "constrained_monotone"]
+
+_INITIAL_TAIL = 0.5
+
+
+class ConstrainedMonotone(MonotoneTransformModule):
+    r"""
+    An element-wise monotone bijection whose per-dimension map is a one-hidden-layer network
+    with positive weights (a *constrained* flow, as in NAF/BNAF and Shah et al. 2022),
+
+        :math:`y_d = c_m \sum_{r=1}^m a_{dr}\,\sigma(w_{dr} x_d + b_{dr}) + s_d x_d + \beta_d,`
+
+    with :math:`a_{dr}, w_{dr} > 0`, :math:`\sigma` = tanh or sigmoid, a linear tail
+    :math:`s_d \ge 0` and an offset :math:`\beta_d`. The log-Jacobian is
+    :math:`\sum_d \log\big(c_m \sum_r a_{dr} w_{dr} \sigma'(w_{dr} x_d + b_{dr}) + s_d\big)`,
+    evaluated in log space (finite where :math:`\sigma'` underflows, e.g. at
+    :math:`x = \pm 10^4` in float32).
+
+    The forward direction is the network map; the inverse is a batched safeguarded Newton solve.
+    With ``tail=True`` (default) the map is a bijection of the real line. With ``tail=False`` it
+    is the paper's exact model, whose image is the bounded interval
+    :math:`\beta + c_m \sum_r a_r (\sigma(-\infty), \sigma(\infty))`; the inverse raises a
+    ValueError for values outside it.
+
+    Together with :class:`~pyro.distributions.TransformedDistribution` this gives a flow for
+    variational inference (sample through the forward direction) or for density estimation
+    (score data through the forward direction, i.e. use ``.inv``):
+
+    >>> import pyro.distributions as dist
+    >>> base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
+    >>> transform = ConstrainedMonotone(2, width=16)
+    >>> pyro.module("my_transform", transform)  # doctest: +SKIP
+    >>> flow = dist.TransformedDistribution(base, [transform])
+    >>> flow.log_prob(flow.sample((5,))).shape
+    torch.Size([5])
+    >>> density = dist.TransformedDistribution(base, [transform.inv])
+    >>> density.log_prob(torch.randn(5, 2)).shape
+    torch.Size([5])
+
+    :param int input_dim: the dimension D of the input.
+    :param int width: the hidden width m.
+    :param str activation: :math:`\sigma`, ``"tanh"`` (the paper's) or ``"sigmoid"``.
+    :param str positivity: how :math:`w, a > 0` is kept: ``"softplus"``, ``"exp"``,
+        ``"square"`` of a free parameter, or ``"projected"`` (raw values kept positive by
+        :meth:`project_` after each optimizer step, the paper's projected SGD).
+    :param bool tail: include the linear tail :math:`s_d = \mathrm{softplus}(\cdot)`
+        (initially 0.5).
+    :param str parametrization: ``"standard"``, ``"ntk"``, ``"mean_field"`` (width-aware, see
+        :mod:`pyro_overparam_flows.parametrizations`) or the paper's presets
+        ``"standard-normal"`` and ``"sqrt-(m)"``.
+    :param float projection_floor: the clamp of projected SGD (the paper's 1e-6).
+
+    References:
+
+    [1] Kulin Shah, Amit Deshpande, Navin Goyal. Learning and Generalization in
+    Overparameterized Normalizing Flows. AISTATS 2022. [arXiv:2106.10535]
+
+    [2] Chin-Wei Huang, David Krueger, Alexandre Lacoste, Aaron Courville. Neural
+    Autoregressive Flows. ICML 2018. [arXiv:1804.00779]
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        width: int = 64,
+        *,
+        activation: str = "tanh",
+        positivity: str = "softplus",
+        tail: bool = True,
+        parametrization: str = "standard",
+        projection_floor: float = 1e-6,
+    ):
+        super().__init__(input_dim)
+        self.width = check_width(width)
+        self.activation = lookup(SATURATING, activation, "activation")
+        self.positivity = lookup(POSITIVITY, positivity, "positivity")
+        setting = lookup(CONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
+        if not (isinstance(projection_floor, float | int) and projection_floor > 0):
+            raise ValueError(
+                f"projection_floor must be a positive number, got {projection_floor!r}"
+            )
+        self.parametrization = setting.name
+        self.projection_floor = float(projection_floor)
+        init = initial_constrained_network(input_dim, width, setting)
+        self.multiplier = init.multiplier
+        floor = self.projection_floor
+        self.raw_hidden_weight = nn.Parameter(self.positivity.inverse(init.hidden_weight, floor))
+        self.hidden_bias = nn.Parameter(init.hidden_bias)
+        self.raw_output_weight = nn.Parameter(self.positivity.inverse(init.output_weight, floor))
+        tail_value = torch.full((input_dim,), _INITIAL_TAIL)
+        self.raw_tail = (
+            nn.Parameter(tail_value + torch.log(-torch.expm1(-tail_value))) if tail else None
+        )
+        self.offset = nn.Parameter(torch.zeros(input_dim))
+
+    @property
+    def hidden_weight(self) -> torch.Tensor:
+        """The positive hidden weights w, shape ``(input_dim, width)``."""
+        return self.positivity.value(self.raw_hidden_weight, self.projection_floor)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The positive output weights a, shape ``(input_dim, width)``."""
+        return self.positivity.value(self.raw_output_weight, self.projection_floor)
+
+    @property
+    def tail(self) -> torch.Tensor | None:
+        """The tail slopes s >= 0, shape ``(input_dim,)``, or None without a tail."""
+        return None if self.raw_tail is None else nn.functional.softplus(self.raw_tail)
+
+    @torch.no_grad()
+    def project_(self) -> ConstrainedMonotone:
+        """Clamp the raw positive weights to ``projection_floor`` (projected SGD).
+
+        Call after each optimizer step when ``positivity="projected"``; a no-op otherwise, where
+        positivity holds by construction.
+        """
+        if self.positivity.projected:
+            self.raw_hidden_weight.clamp_(min=self.projection_floor)
+            self.raw_output_weight.clamp_(min=self.projection_floor)
+        return self
+
+    def network(self) -> ConstrainedNetwork:
+        """The current parameters as a :class:`~pyro_overparam_flows.maps.ConstrainedNetwork`."""
+        value, log_value, floor = (
+            self.positivity.value,
+            self.positivity.log_value,
+            self.projection_floor,
+        )
+        raw_w, raw_a = self.raw_hidden_weight, self.raw_output_weight
+        log_tail = None if self.raw_tail is None else log_softplus(self.raw_tail)
+        return ConstrainedNetwork(
+            value(raw_w, floor),
+            log_value(raw_w, floor),
+            self.hidden_bias,
+            value(raw_a, floor),
+            log_value(raw_a, floor),
+            self.tail,
+            log_tail,
+            self.offset,
+            self.multiplier,
+        )
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return constrained_map(x, self.network(), self.activation)
+
+    def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return constrained_log_derivative(x, self.network(), self.activation)
+
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        net, sigma = self.network(), self.activation
+        low, high = constrained_range(net, sigma)
+
+        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return constrained_map(x, net, sigma), torch.exp(
+                constrained_log_derivative(x, net, sigma)
+            )
+
+        if net.tail is not None:
+            # s x + low <= f(x) <= s x + high brackets the root without evaluating f.
+            lower, upper = (y - high) / net.tail, (y - low) / net.tail
+            return solve_increasing(value_and_slope, y, lower, upper)[0]
+        inside = (y > low) & (y < high)
+        allowed = (
+            "without a tail the range is the open interval (offset + c*sum(a)*"
+            f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
+        )
+        self._preimage_or_error(y, y, inside, allowed)
+        # Out-of-range targets are swapped for a reachable one so they do not spend the budget.
+        target = torch.where(inside, y, (low + high) / 2.0)
+        lower, upper, found = bracket_increasing(
+            lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
+        )
+        x, _ = solve_increasing(value_and_slope, target, lower, upper)
+        return self._preimage_or_error(x, y, found & inside, allowed)
+
+
+def constrained_monotone(input_dim: int, width: int = 64, **kwargs) -> ConstrainedMonotone:
+    """
+    A helper function to create a :class:`ConstrainedMonotone` object for consistency with
+    other helpers inside :mod:`pyro.distributions.transforms`.
+
+    >>> transform = constrained_monotone(3, width=32, activation="sigmoid")
+    >>> transform(torch.zeros(4, 3)).shape
+    torch.Size([4, 3])
+
+    :param int input_dim: the dimension of the input variable.
+    :param int width: the hidden width m (default 64).
+    :param kwargs: the keyword arguments of :class:`ConstrainedMonotone`.
+    """
+    return ConstrainedMonotone(input_dim, width, **kwargs)

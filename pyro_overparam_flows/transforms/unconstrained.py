@@ -1,0 +1,180 @@
+"""The unconstrained one-hidden-layer monotone flow (design.md section 2.2)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..activations import HIDDEN, POSITIVE, lookup
+from ..maps import UnconstrainedNetwork, unconstrained_log_derivative, unconstrained_map
+from ..numerics import QUADRATURE_RULES, bracket_increasing, quadrature_rule, solve_increasing
+from ..parametrizations import UNCONSTRAINED_PARAMETRIZATIONS, initial_unconstrained_network
+from .base import MonotoneTransformModule, check_width
+
+__all__ = ["DEFAULT_QUADRATURE_NODES", "UnconstrainedMonotone", "unconstrained_monotone"]
+
+#: Default K, chosen by measurement (``benchmarks/quadrature_accuracy.py``).
+DEFAULT_QUADRATURE_NODES = 64
+
+_INTEGRATIONS = ("auto", "exact", *QUADRATURE_RULES)
+
+
+class UnconstrainedMonotone(MonotoneTransformModule):
+    r"""
+    An element-wise monotone bijection whose per-dimension map integrates a positive function
+    of a free one-hidden-layer network (an *unconstrained* flow, as in UMNN and Shah et al. 2022),
+
+        :math:`y_d = \beta_d + \int_0^{x_d} \phi\big(N_d(t)\big)\,dt, \qquad
+        N_d(t) = c_m \sum_{r=1}^m a_{dr}\,\rho(w_{dr} t + b_{dr}),`
+
+    with no constraint on :math:`a, w, b`. The log-Jacobian is exact,
+    :math:`\sum_d \log \phi(N_d(x_d))`, whatever the integration rule.
+
+    With :math:`\rho` = ReLU and :math:`\phi` = ELU + 1 (the paper's model, the default) the
+    integral is computed **exactly** in closed form, piece by piece between the kinks of N. For
+    other activations it is computed by a fixed K-node quadrature (Gauss-Legendre or
+    Clenshaw-Curtis) whose backward pass recomputes the hidden activations instead of storing
+    them, so memory does not grow with K. The inverse is a batched safeguarded Newton solve.
+
+    If N tends to :math:`-\infty` at one end (possible with ReLU or softplus hidden units) the
+    integral converges there and the map's image is a half-line; the inverse raises a ValueError
+    for values outside it.
+
+    >>> import pyro.distributions as dist
+    >>> base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
+    >>> transform = UnconstrainedMonotone(2, width=16)
+    >>> pyro.module("my_transform", transform)  # doctest: +SKIP
+    >>> flow = dist.TransformedDistribution(base, [transform])
+    >>> flow.log_prob(flow.sample((5,))).shape
+    torch.Size([5])
+
+    :param int input_dim: the dimension D of the input.
+    :param int width: the hidden width m.
+    :param str activation: :math:`\rho`: ``"relu"`` (the paper's), ``"tanh"``, ``"sigmoid"``,
+        ``"softplus"`` or ``"erf"``.
+    :param str phi: :math:`\phi`: ``"elu_plus_one"`` (ELU(u) + 1, the paper's and UMNN's) or
+        ``"softplus"`` (:math:`\log(1 + (e - 1) e^u)`, shifted so that :math:`\phi(0) = 1`).
+    :param str integration: ``"auto"`` (exact where available, else Gauss-Legendre),
+        ``"exact"`` (ReLU with ELU + 1 only), ``"gauss-legendre"`` or ``"clenshaw-curtis"``.
+    :param int quadrature_nodes: K for the quadrature rules (default
+        :data:`DEFAULT_QUADRATURE_NODES`).
+    :param str parametrization: ``"standard"``, ``"ntk"``, ``"mean_field"`` (width-aware: the
+        flow starts as the identity, see :mod:`pyro_overparam_flows.parametrizations`) or the
+        paper's presets ``"gaussian-sqrt(m)"`` and ``"gaussian-std"``, whose output layer is
+        not trained.
+
+    References:
+
+    [1] Kulin Shah, Amit Deshpande, Navin Goyal. Learning and Generalization in
+    Overparameterized Normalizing Flows. AISTATS 2022. [arXiv:2106.10535]
+
+    [2] Antoine Wehenkel, Gilles Louppe. Unconstrained Monotonic Neural Networks.
+    NeurIPS 2019. [arXiv:1908.05164]
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        width: int = 64,
+        *,
+        activation: str = "relu",
+        phi: str = "elu_plus_one",
+        integration: str = "auto",
+        quadrature_nodes: int | None = None,
+        parametrization: str = "standard",
+    ):
+        super().__init__(input_dim)
+        self.width = check_width(width)
+        self.activation = lookup(HIDDEN, activation, "activation")
+        self.phi = lookup(POSITIVE, phi, "phi")
+        if integration not in _INTEGRATIONS:
+            allowed = ", ".join(repr(k) for k in _INTEGRATIONS)
+            raise ValueError(f"unknown integration {integration!r}; allowed values are {allowed}")
+        exact_available = self.activation.name == "relu" and self.phi.name == "elu_plus_one"
+        if integration == "exact" and not exact_available:
+            raise ValueError(
+                "integration='exact' needs activation='relu' and phi='elu_plus_one', got "
+                f"activation={activation!r}, phi={phi!r}; use 'gauss-legendre' or 'clenshaw-curtis'"
+            )
+        if integration == "auto":
+            integration = "exact" if exact_available else "gauss-legendre"
+        if integration == "exact" and quadrature_nodes is not None:
+            raise ValueError("quadrature_nodes applies to quadrature integration only, not 'exact'")
+        self.integration = integration
+        if integration != "exact":
+            count = DEFAULT_QUADRATURE_NODES if quadrature_nodes is None else quadrature_nodes
+            nodes, weights = quadrature_rule(integration, count, dtype=torch.get_default_dtype())
+            self.register_buffer("quadrature_nodes", nodes)
+            self.register_buffer("quadrature_weights", weights)
+        setting = lookup(UNCONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
+        self.parametrization = setting.name
+        init = initial_unconstrained_network(input_dim, width, setting)
+        self.multiplier = init.multiplier
+        self.hidden_weight = nn.Parameter(init.hidden_weight)
+        self.hidden_bias = nn.Parameter(init.hidden_bias)
+        if init.train_output:
+            self.output_weight = nn.Parameter(init.output_weight)
+        else:
+            self.register_buffer("output_weight", init.output_weight)
+        self.offset = nn.Parameter(torch.zeros(input_dim))
+
+    def _apply(self, fn, *args, **kwargs):
+        # Casting rounded nodes (float32 -> float64) would cost the rule its accuracy: recompute
+        # them in float64 and cast once to the new dtype and device.
+        super()._apply(fn, *args, **kwargs)
+        if self.integration != "exact":
+            nodes, weights = quadrature_rule(self.integration, self.quadrature_nodes.numel())
+            like = self.quadrature_nodes
+            self.quadrature_nodes = nodes.to(device=like.device, dtype=like.dtype)
+            self.quadrature_weights = weights.to(device=like.device, dtype=like.dtype)
+        return self
+
+    def network(self) -> UnconstrainedNetwork:
+        """The current parameters as an :class:`~pyro_overparam_flows.maps.UnconstrainedNetwork`."""
+        return UnconstrainedNetwork(
+            self.hidden_weight, self.hidden_bias, self.output_weight, self.offset, self.multiplier
+        )
+
+    def _quadrature(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.integration == "exact":
+            return None
+        return self.quadrature_nodes, self.quadrature_weights
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return unconstrained_map(x, self.network(), self.activation, self.phi, self._quadrature())
+
+    def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
+        return unconstrained_log_derivative(x, self.network(), self.activation, self.phi)
+
+    def _solve(self, y: torch.Tensor) -> torch.Tensor:
+        net, rho, phi, quadrature = self.network(), self.activation, self.phi, self._quadrature()
+
+        def value(x: torch.Tensor) -> torch.Tensor:
+            return unconstrained_map(x, net, rho, phi, quadrature)
+
+        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return value(x), torch.exp(unconstrained_log_derivative(x, net, rho, phi))
+
+        start = y - net.offset  # the flow starts as the identity plus offset
+        lower, upper, found = bracket_increasing(value, y, start)
+        x, _ = solve_increasing(value_and_slope, y, lower, upper, start)
+        allowed = (
+            "the integrand's network decays to -inf at that end, so the image is bounded there"
+        )
+        return self._preimage_or_error(x, y, found, allowed)
+
+
+def unconstrained_monotone(input_dim: int, width: int = 64, **kwargs) -> UnconstrainedMonotone:
+    """
+    A helper function to create an :class:`UnconstrainedMonotone` object for consistency with
+    other helpers inside :mod:`pyro.distributions.transforms`.
+
+    >>> transform = unconstrained_monotone(3, width=32, activation="tanh")
+    >>> transform(torch.zeros(4, 3)).shape
+    torch.Size([4, 3])
+
+    :param int input_dim: the dimension of the input variable.
+    :param int width: the hidden width m (default 64).
+    :param kwargs: the keyword arguments of :class:`UnconstrainedMonotone`.
+    """
+    return UnconstrainedMonotone(input_dim, width, **kwargs)
