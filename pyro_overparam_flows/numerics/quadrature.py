@@ -47,7 +47,7 @@ def _clenshaw_curtis(count: int) -> tuple[np.ndarray, np.ndarray]:
         weights -= factor * np.cos(2 * k * theta) / (4 * k * k - 1)
     weights *= np.where((j == 0) | (j == n), 1.0, 2.0) / n
     nodes = np.cos(theta)
-    return (1.0 - nodes)[::-1] / 2.0, weights[::-1] / 2.0
+    return (1.0 - nodes) / 2.0, weights / 2.0
 
 
 QUADRATURE_RULES: Mapping[str, Callable[[int], tuple[np.ndarray, np.ndarray]]] = {

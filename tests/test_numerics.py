@@ -1,0 +1,247 @@
+"""The scalar numerics against independent computation: closed forms, scipy, plain autograd."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from pyro_overparam_flows.activations import HIDDEN, POSITIVE
+from pyro_overparam_flows.numerics import (
+    bracket_increasing,
+    integrate_one_hidden_layer,
+    quadrature_rule,
+    relu_elu_integral,
+    solve_increasing,
+)
+from pyro_overparam_flows.transforms.unconstrained import DEFAULT_QUADRATURE_NODES
+
+SMOOTH = ("tanh", "sigmoid", "softplus", "erf")
+
+
+def random_network(width, batch=(), dim=1, seed=0, dtype=torch.float64):
+    """w, b ~ N(0, 1), a ~ N(0, 1/m): an O(1) random integrand network, as after training."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (*batch, dim, width)
+    w, b, a = (torch.randn(shape, generator=generator, dtype=dtype) for _ in range(3))
+    return w, b, a / math.sqrt(width)
+
+
+def network_integrand(w, b, a, c, rho, phi):
+    """t -> phi(N(t)) for one scalar network, in float64 numpy, for scipy."""
+    w, b, a = (v.detach().double().reshape(-1) for v in (w, b, a))
+
+    def g(t: float) -> float:
+        n = c * (a * rho.fn(w * t + b)).sum()
+        return float(phi.fn(n))
+
+    return g
+
+
+def plain_quadrature(x, w, b, a, c, rho, phi, nodes, weights):
+    """The same discretized integral by plain autograd, storing every activation."""
+    t = x.unsqueeze(-1) * nodes  # (*batch, D, K)
+    u = t.unsqueeze(-1) * w.unsqueeze(-2) + b.unsqueeze(-2)  # (*batch, D, K, m)
+    n = c * (rho.fn(u) * a.unsqueeze(-2)).sum(-1)
+    return x * (weights * phi.fn(n)).sum(-1)
+
+
+# --- quadrature rules --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 16, 64])
+def test_gauss_legendre_is_exact_to_degree_2k_minus_1(count):
+    nodes, weights = quadrature_rule("gauss-legendre", count)
+    for degree in range(2 * count):
+        assert float((weights * nodes**degree).sum()) == pytest.approx(1 / (degree + 1), abs=1e-14)
+
+
+@pytest.mark.parametrize("count", [2, 3, 9, 17, 64])
+def test_clenshaw_curtis_is_exact_to_degree_k_minus_1(count):
+    nodes, weights = quadrature_rule("clenshaw-curtis", count)
+    assert float(nodes[0]) == 0.0 and float(nodes[-1]) == 1.0
+    for degree in range(count):
+        assert float((weights * nodes**degree).sum()) == pytest.approx(1 / (degree + 1), abs=1e-14)
+
+
+def test_quadrature_rule_follows_dtype_and_device(dtype, device):
+    nodes, weights = quadrature_rule("clenshaw-curtis", 9, dtype=dtype, device=device)
+    assert nodes.dtype == weights.dtype == dtype
+    assert nodes.device.type == weights.device.type == device.type
+
+
+@pytest.mark.parametrize("rule", ["gauss-legendre", "clenshaw-curtis"])
+@pytest.mark.parametrize("phi", list(POSITIVE))
+@pytest.mark.parametrize("activation", SMOOTH)
+def test_default_quadrature_matches_scipy(rule, phi, activation):
+    """Relative error under 1e-6 at the default K, for x in [-4, 4]."""
+    rho, positive = HIDDEN[activation], POSITIVE[phi]
+    nodes, weights = quadrature_rule(rule, DEFAULT_QUADRATURE_NODES[phi])
+    x = torch.linspace(-4, 4, 9, dtype=torch.float64)
+    for seed, width in enumerate((3, 16, 64)):
+        w, b, a = random_network(width, seed=seed)
+        g = network_integrand(w, b, a, 1.0, rho, positive)
+        reference = torch.tensor(
+            [integrate.quad(g, 0.0, float(v), epsabs=1e-13, epsrel=1e-13, limit=200)[0] for v in x],
+            dtype=torch.float64,
+        )
+        ours = integrate_one_hidden_layer(
+            x.unsqueeze(-1), w, b, a, 1.0, rho, positive, nodes, weights
+        ).squeeze(-1)
+        error = (ours - reference).abs() / reference.abs().clamp(min=1.0)
+        assert float(error.max()) < 1e-6
+
+
+@pytest.mark.parametrize("batch", [(), (5,), (4, 3)])
+def test_exact_relu_integral_matches_scipy(batch):
+    generator = torch.Generator().manual_seed(1)
+    w, b, a = random_network(7, batch=batch, dim=2, seed=3)
+    x = 6 * torch.randn(*batch, 2, generator=generator, dtype=torch.float64)
+    x.view(-1)[0] = 0.0
+    ours = relu_elu_integral(x, w, b, a, 0.7)
+    flat = ours.reshape(-1)
+    parameters = [v.reshape(-1, 7) for v in (w, b, a)]
+    for i, upper in enumerate(x.reshape(-1).tolist()):
+        wi, bi, ai = (p[i] for p in parameters)
+        g = network_integrand(wi, bi, ai, 0.7, HIDDEN["relu"], POSITIVE["elu_plus_one"])
+        kinks = [k for k in (-bi / wi).tolist() if min(0, upper) < k < max(0, upper)]
+        reference = integrate.quad(
+            g, 0.0, upper, points=kinks or None, epsabs=1e-13, epsrel=1e-12, limit=200
+        )[0]
+        assert float(flat[i]) == pytest.approx(reference, rel=1e-10, abs=1e-12)
+
+
+def test_exact_relu_integral_shared_parameters_broadcast_over_batch():
+    w, b, a = random_network(9, dim=3, seed=4)
+    x = torch.randn(4, 5, 3, dtype=torch.float64)
+    shared = relu_elu_integral(x, w, b, a, 1.0)
+    expanded = relu_elu_integral(x, *(v.expand(4, 5, 3, 9) for v in (w, b, a)), 1.0)
+    assert shared.shape == (4, 5, 3)
+    torch.testing.assert_close(shared, expanded, rtol=1e-13, atol=1e-13)
+
+
+# --- the custom backward -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("phi", list(POSITIVE))
+@pytest.mark.parametrize("activation", list(HIDDEN))
+def test_quadrature_gradcheck(activation, phi):
+    rho, positive = HIDDEN[activation], POSITIVE[phi]
+    nodes, weights = quadrature_rule("gauss-legendre", 6)
+    w, b, a = (v.requires_grad_() for v in random_network(5, batch=(2,), dim=2, seed=5))
+    x = torch.tensor([[0.7, -1.3], [2.1, 0.4]], dtype=torch.float64, requires_grad=True)
+
+    def fn(x, w, b, a):
+        return integrate_one_hidden_layer(x, w, b, a, 0.8, rho, positive, nodes, weights)
+
+    assert torch.autograd.gradcheck(fn, (x, w, b, a))
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-row"])
+@pytest.mark.parametrize("activation", list(HIDDEN))
+def test_quadrature_gradient_equals_plain_autograd(activation, shared):
+    rho, positive = HIDDEN[activation], POSITIVE["elu_plus_one"]
+    nodes, weights = quadrature_rule("clenshaw-curtis", 33)
+    batch = () if shared else (4,)
+    params = [v.requires_grad_() for v in random_network(11, batch=batch, dim=3, seed=6)]
+    x = (2 * torch.randn(4, 3, dtype=torch.float64)).requires_grad_()
+    grad_out = torch.randn(4, 3, dtype=torch.float64)
+    args = (1.3, rho, positive, nodes, weights)
+    ours = integrate_one_hidden_layer(x, *params, *args)
+    plain = plain_quadrature(x, *params, *args)
+    torch.testing.assert_close(ours, plain, rtol=1e-13, atol=1e-13)
+    grads = torch.autograd.grad(ours, [x, *params], grad_out)
+    plain_grads = torch.autograd.grad(plain, [x, *params], grad_out)
+    for g, p in zip(grads, plain_grads, strict=True):
+        torch.testing.assert_close(g, p, rtol=1e-10, atol=1e-10)
+
+
+def saved_bytes(fn) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn`` runs."""
+    total = 0
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return total
+
+
+def test_bytes_saved_for_backward_do_not_grow_with_nodes():
+    w, b, a = (v.requires_grad_() for v in random_network(64, dim=2, seed=7))
+    x = torch.randn(256, 2, dtype=torch.float64, requires_grad=True)
+    rho, positive = HIDDEN["tanh"], POSITIVE["elu_plus_one"]
+
+    def measure(integral, count):
+        nodes, weights = quadrature_rule("gauss-legendre", count)
+        rule_bytes = 2 * count * nodes.element_size()  # the rule itself, O(K), not O(K x m)
+        return saved_bytes(lambda: integral(x, w, b, a, 1.0, rho, positive, nodes, weights)) - (
+            rule_bytes if integral is integrate_one_hidden_layer else 0
+        )
+
+    small, large = (measure(integrate_one_hidden_layer, k) for k in (8, 512))
+    assert small == large
+    assert small <= 8 * (x.numel() + 3 * w.numel())  # x and the parameters, nothing per node
+    # The measurement sees what plain autograd keeps: every node's activations.
+    assert measure(plain_quadrature, 512) > 64 * measure(plain_quadrature, 8) / 8 > small
+
+
+# --- root finding ------------------------------------------------------------------------------
+
+
+def test_solve_increasing_recovers_closed_form_inverses(dtype):
+    y = torch.linspace(-20, 20, 101, dtype=dtype)
+    # f(x) = x^3 + x: Newton from the midpoint of a wide bracket; f = atan-like: Newton alone
+    # diverges from far away, so the safeguard must act.
+    cubic = lambda x: (x**3 + x, 3 * x**2 + 1)  # noqa: E731
+    lower, upper = torch.full_like(y, -30.0), torch.full_like(y, 30.0)
+    x, done = solve_increasing(cubic, y, lower, upper)
+    assert bool(done.all())
+    torch.testing.assert_close(
+        x**3 + x, y, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-5
+    )
+    target = torch.linspace(-1.5, 1.5, 41, dtype=dtype)
+    arctan = lambda x: (torch.atan(x), 1 / (1 + x**2))  # noqa: E731
+    lower, upper = torch.full_like(target, -1e3), torch.full_like(target, 1e3)
+    x, done = solve_increasing(arctan, target, lower, upper, torch.full_like(target, 900.0))
+    assert bool(done.all())
+    torch.testing.assert_close(
+        x, torch.tan(target), rtol=1e-4 if dtype == torch.float32 else 1e-10, atol=1e-6
+    )
+
+
+def test_bracket_reports_targets_outside_a_bounded_range(dtype):
+    y = torch.tensor([-0.5, 0.999, 2.0, -7.0], dtype=dtype)
+    lower, upper, found = bracket_increasing(torch.tanh, y, torch.zeros_like(y))
+    assert found.tolist() == [True, True, False, False]
+    assert bool((torch.tanh(lower[:2]) <= y[:2]).all() and (torch.tanh(upper[:2]) >= y[:2]).all())
+
+
+def test_bracket_accepts_targets_rounded_onto_an_asymptote():
+    # f(x) = 1 - exp(-x) is 1 to float64 precision beyond x ~ 37; y = f(100) must be found.
+    f = lambda x: -torch.expm1(-x)  # noqa: E731
+    y = f(torch.tensor([100.0, 5.0], dtype=torch.float64))
+    _, _, found = bracket_increasing(f, y, torch.zeros_like(y))
+    assert bool(found.all())
+
+
+def test_solver_has_no_elementwise_python_loop():
+    # One call solves a million elements in one batch of tensor operations.
+    y = torch.linspace(-5, 5, 1_000_000, dtype=torch.float64)
+    calls = 0
+
+    def fn(x):
+        nonlocal calls
+        calls += 1
+        return x + torch.sin(x) / 2, 1 + torch.cos(x) / 2
+
+    x, done = solve_increasing(fn, y, y - 1, y + 1)
+    assert bool(done.all()) and calls <= 16
+    torch.testing.assert_close(x + torch.sin(x) / 2, y, rtol=0, atol=1e-13)
+    assert np.isfinite(x.numpy()).all()
