@@ -47,6 +47,9 @@ class SaturatingActivation:
     lower: float
     upper: float
 
+    def __reduce__(self):  # pickle by name: the functions are module-level
+        return _registered, ("SATURATING", self.name)
+
 
 @dataclass(frozen=True)
 class HiddenActivation:
@@ -55,6 +58,9 @@ class HiddenActivation:
     name: str
     fn: Fn
     derivative: Fn
+
+    def __reduce__(self):  # pickle by name: the functions are module-level
+        return _registered, ("HIDDEN", self.name)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,9 @@ class PositiveFunction:
     fn: Fn
     derivative: Fn
     log: Fn
+
+    def __reduce__(self):  # pickle by name: the functions are module-level
+        return _registered, ("POSITIVE", self.name)
 
 
 def _log_sech2(u: torch.Tensor) -> torch.Tensor:
@@ -149,6 +158,10 @@ POSITIVE: Mapping[str, PositiveFunction] = {
         "softplus", _shifted_softplus, _shifted_softplus_derivative, _log_shifted_softplus
     ),
 }
+
+
+def _registered(table: str, name: str):
+    return {"SATURATING": SATURATING, "HIDDEN": HIDDEN, "POSITIVE": POSITIVE}[table][name]
 
 
 def lookup(table: Mapping[str, object], name: str, argument: str):

@@ -30,6 +30,9 @@ class Positivity:
     inverse: Callable[[torch.Tensor, float], torch.Tensor]
     projected: bool = False
 
+    def __reduce__(self):  # pickle by name: the functions are module-level
+        return _registered, (self.name,)
+
 
 def _softplus_inverse(v: torch.Tensor, floor: float) -> torch.Tensor:
     # v + log(1 - e^-v), accurate for tiny and large v alike.
@@ -55,3 +58,7 @@ POSITIVITY: Mapping[str, Positivity] = {
         projected=True,
     ),
 }
+
+
+def _registered(name: str) -> Positivity:
+    return POSITIVITY[name]

@@ -56,6 +56,14 @@ class MonotoneTransformModule(TransformModule):
             self._cached_x_y = None, None
             self._cache_versions = versions
 
+    def __getstate__(self) -> dict:
+        # The cached pair may hold non-leaf tensors of a finished graph: copies and pickles of
+        # a used transform start with an empty cache.
+        state = super().__getstate__()
+        state["_cached_x_y"] = None, None
+        state["_cache_versions"] = ()
+        return state
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._refresh_cache()
         return super().__call__(x)
