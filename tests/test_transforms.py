@@ -296,7 +296,9 @@ def test_projected_positivity_clamps_after_a_step():
     with torch.no_grad():
         transform.raw_hidden_weight.sub_(10.0)
     transform.project_()
-    assert float(transform.raw_hidden_weight.detach().min()) == pytest.approx(transform.projection_floor)
+    assert float(transform.raw_hidden_weight.detach().min()) == pytest.approx(
+        transform.projection_floor
+    )
     assert bool((transform.hidden_weight > 0).all())
 
 
