@@ -112,14 +112,25 @@ class MonotoneTransformModule(TransformModule):
 
     @staticmethod
     def _preimage_or_error(
-        x: torch.Tensor, y: torch.Tensor, found: torch.Tensor, allowed: str
+        x: torch.Tensor,
+        y: torch.Tensor,
+        found: torch.Tensor,
+        allowed: str,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """x where a preimage was found; elsewhere a ValueError (validation on) or NaN (off)."""
+        """x where a preimage was found; elsewhere a ValueError (validation on) or NaN (off).
+
+        ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval.
+        """
         if validation_enabled() and not bool(found.all()):
-            bad = y[~found]
+            first = tuple(int(i) for i in (~found).nonzero()[0])
+            where = f"y{list(first)} = {y[first].item():.8g}"
+            if bounds is not None:
+                low, high = (v.expand_as(y)[first].item() for v in bounds)
+                where += f", whose range is ({low:.8g}, {high:.8g})"
             raise ValueError(
-                f"inverse asked outside the range of the map: {bad.numel()} value(s) of y "
-                f"(e.g. {bad[0].item():.8g}) have no preimage; {allowed}"
+                f"inverse asked outside the range of the map: {int((~found).sum())} value(s) of y "
+                f"have no preimage (e.g. {where}); {allowed}"
             )
         return torch.where(found, x, float("nan"))
 

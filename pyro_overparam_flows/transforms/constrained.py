@@ -184,14 +184,14 @@ class ConstrainedMonotone(MonotoneTransformModule):
             "without a tail the range is the open interval (offset + c*sum(a)*"
             f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
         )
-        self._preimage_or_error(y, y, inside, allowed)
+        self._preimage_or_error(y, y, inside, allowed, (low, high))
         # Out-of-range targets are swapped for a reachable one so they do not spend the budget.
         target = torch.where(inside, y, (low + high) / 2.0)
         lower, upper, found = bracket_increasing(
             lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
         )
         x, _ = solve_increasing(value_and_slope, target, lower, upper)
-        return self._preimage_or_error(x, y, found & inside, allowed)
+        return self._preimage_or_error(x, y, found & inside, allowed, (low, high))
 
 
 def constrained_monotone(input_dim: int, width: int = 64, **kwargs) -> ConstrainedMonotone:
