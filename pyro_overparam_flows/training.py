@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.optim import Adam
+from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
 from .transforms import ConstrainedMonotone, MonotoneTransformModule
@@ -44,20 +44,24 @@ def fit_density(
     steps: int = 1000,
     batch_size: int = 256,
     learning_rate: float = 1e-2,
+    decay: float = 0.1,
     name: str = "flow",
     progress: bool = True,
 ) -> list[float]:
     """Fit ``transform`` to ``data`` by maximum likelihood with Pyro's SVI.
 
     Each step draws a mini-batch through ``pyro.plate`` sub-sampling (so the loss is scaled to
-    the whole data set) and takes an Adam step. A constrained flow with
-    ``positivity="projected"`` is projected after every step, as projected SGD.
+    the whole data set) and takes a step of Pyro's ``ClippedAdam``, whose learning rate decays
+    geometrically from ``learning_rate`` to ``decay * learning_rate`` over the run. A
+    constrained flow with ``positivity="projected"`` is projected after every step, as
+    projected SGD.
 
     :param transform: the flow; registered with ``pyro.module(name, transform)``.
     :param torch.Tensor data: shape ``(n, input_dim)``.
     :param int steps: optimizer steps.
     :param int batch_size: mini-batch size (at most n).
-    :param float learning_rate: Adam's learning rate.
+    :param float learning_rate: the initial learning rate.
+    :param float decay: the final learning rate as a fraction of the initial one.
     :param str name: the name under which Pyro's param store holds the parameters.
     :param bool progress: show a tqdm progress bar.
     :returns: the per-sample training loss (mean NLL of the mini-batch) of each step.
@@ -82,7 +86,8 @@ def fit_density(
     def guide(data: torch.Tensor) -> None:
         pass
 
-    svi = SVI(model, guide, Adam({"lr": learning_rate}), Trace_ELBO())
+    optimizer = ClippedAdam({"lr": learning_rate, "lrd": decay ** (1.0 / steps)})
+    svi = SVI(model, guide, optimizer, Trace_ELBO())
     losses = []
     bar = tqdm(range(steps), desc=name, disable=not progress, leave=False)
     for _ in bar:
