@@ -92,7 +92,7 @@ class MonotoneTransformModule(TransformModule):
         return self._map(x)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """log |det J| = sum over the last dimension of log f'(x)."""
+        r"""log-Jacobian: :math:`\log|\det J| = \sum_d \log f'(x_d)` over the last dimension."""
         self._check(x, "x")
         return self._log_derivative(x).sum(-1)
 

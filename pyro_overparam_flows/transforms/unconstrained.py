@@ -61,10 +61,11 @@ class UnconstrainedMonotone(MonotoneTransformModule):
         ``"exact"`` (ReLU with ELU + 1 only), ``"gauss-legendre"`` or ``"clenshaw-curtis"``.
     :param int quadrature_nodes: K for the quadrature rules; by default
         :data:`DEFAULT_QUADRATURE_NODES` for the chosen phi (192 for ELU + 1, 24 for softplus,
-        each giving a relative error under 1e-6 on O(1) networks for |x| <= 4). Accuracy falls
-        once |x| / K no longer resolves the network's features: far out (|x| in the
-        thousands) a network whose integrand decays is integrated poorly and the computed map
-        may stop being monotone to working precision; the exact ReLU path has no such limit.
+        each giving a relative error under 1e-6 on O(1) networks for :math:`|x| \le 4`). Accuracy
+        falls once :math:`|x| / K` no longer resolves the network's features: far out
+        (:math:`|x|` in the thousands) a network whose integrand decays is integrated poorly
+        and the computed map may stop being monotone to working precision; the exact ReLU path
+        has no such limit.
     :param str parametrization: ``"standard"``, ``"ntk"``, ``"mean_field"`` (width-aware: the
         flow starts as the identity, see :mod:`pyro_overparam_flows.parametrizations`) or the
         paper's presets ``"gaussian-sqrt(m)"`` and ``"gaussian-std"``, whose output layer is
