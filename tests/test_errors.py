@@ -5,6 +5,7 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
+from conftest import perturb_
 
 from pyro_overparam_flows import (
     ConstrainedMonotone,
@@ -129,3 +130,18 @@ def test_inverse_outside_a_bounded_range(activation):
     message = str(info.value)
     assert "1 value(s)" in message and "y[0, 1] = " in message and "open interval" in message
     assert f"({float(low[1]):.8g}, {float(high[1]):.8g})" in message
+
+
+def test_unconverged_inverse_raises_instead_of_returning_a_non_root(monkeypatch):
+    # A budget of one iteration cannot converge from a wide bracket: the transform must say so.
+    from pyro_overparam_flows.transforms import unconstrained
+
+    transform = perturb_(unconstrained_monotone(1, width=4, activation="tanh"), scale=1.0)
+    solve = unconstrained.solve_increasing
+    monkeypatch.setattr(
+        unconstrained,
+        "solve_increasing",
+        lambda *args, **kwargs: solve(*args, **{**kwargs, "max_iterations": 1}),
+    )
+    with pytest.raises(ValueError, match="did not converge within 64 Newton iterations"):
+        transform.inv(torch.tensor([[123.4]]))

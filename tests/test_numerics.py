@@ -245,3 +245,14 @@ def test_solver_has_no_elementwise_python_loop():
     assert bool(done.all()) and calls <= 16
     torch.testing.assert_close(x + torch.sin(x) / 2, y, rtol=0, atol=1e-13)
     assert np.isfinite(x.numpy()).all()
+
+
+def test_bracket_never_ends_at_an_infinite_point():
+    # atan(x) + 1e-40 x is increasing and unbounded, but its root for y = -2 lies beyond
+    # float32's largest number: f(-inf) = -inf must not count as a bracket end.
+    y = torch.tensor([-2.0, 0.5], dtype=torch.float32)
+    lower, upper, found = bracket_increasing(
+        lambda x: torch.atan(x) + 1e-40 * x, y, torch.zeros_like(y)
+    )
+    assert found.tolist() == [False, True]
+    assert bool(torch.isfinite(lower[1]) and torch.isfinite(upper[1]))

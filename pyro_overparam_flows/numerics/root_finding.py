@@ -111,7 +111,8 @@ def bracket_increasing(
     last two points visited bracket the root. A point whose value is within the solver's
     tolerance :math:`8 \epsilon (1 + |y|)` of y counts as reaching it, so targets rounded onto an
     asymptote of f (where f is flat to working precision) are still found. An element whose root
-    lies beyond the expansion budget (y outside the range of f) is reported as not found.
+    lies beyond the expansion budget or the largest finite number (y outside the range of f) is
+    reported as not found.
 
     :param fn: maps x to f(x), elementwise.
     :param torch.Tensor y: targets.
@@ -133,7 +134,11 @@ def bracket_increasing(
     for _ in range(max_expansions):
         point = start + direction * distance
         value = fn(point)
-        crossed = ~found & torch.where(up, value >= y - tolerance, value <= y + tolerance)
+        # Only finite points count: far enough out the step overflows (or f does), and an
+        # infinite end would not be a bracket.
+        usable = torch.isfinite(point) & torch.isfinite(value)
+        reached = torch.where(up, value >= y - tolerance, value <= y + tolerance)
+        crossed = ~found & usable & reached
         lower = torch.where(crossed, torch.where(up, previous, point), lower)
         upper = torch.where(crossed, torch.where(up, point, previous), upper)
         found = found | crossed

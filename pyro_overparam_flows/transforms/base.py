@@ -6,7 +6,19 @@ import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
+from ..numerics.root_finding import DEFAULT_MAX_ITERATIONS
+
 __all__ = ["MonotoneTransformModule", "check_width", "validation_enabled"]
+
+
+def _example(y: torch.Tensor, bad: torch.Tensor, bounds) -> str:
+    """The first flagged element of y, for an error message (reads one value back)."""
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    text = f"y{list(first)} = {y[first].item():.8g}"
+    if bounds is not None:
+        low, high = (v.expand_as(y)[first].item() for v in bounds)
+        text += f", whose range is ({low:.8g}, {high:.8g})"
+    return text
 
 
 def validation_enabled() -> bool:
@@ -117,22 +129,27 @@ class MonotoneTransformModule(TransformModule):
         found: torch.Tensor,
         allowed: str,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        converged: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x where a preimage was found; elsewhere a ValueError (validation on) or NaN (off).
+        """x where a preimage was found (and the solver converged); elsewhere a ValueError
+        (validation on) or NaN (off).
 
         ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval.
         """
-        if validation_enabled() and not bool(found.all()):
-            first = tuple(int(i) for i in (~found).nonzero()[0])
-            where = f"y{list(first)} = {y[first].item():.8g}"
-            if bounds is not None:
-                low, high = (v.expand_as(y)[first].item() for v in bounds)
-                where += f", whose range is ({low:.8g}, {high:.8g})"
+        ok = found if converged is None else found & converged
+        if validation_enabled() and not bool(ok.all()):
+            if not bool(found.all()):
+                raise ValueError(
+                    f"inverse asked outside the range of the map: {int((~found).sum())} value(s) "
+                    f"of y have no preimage (e.g. {_example(y, ~found, bounds)}); {allowed}"
+                )
             raise ValueError(
-                f"inverse asked outside the range of the map: {int((~found).sum())} value(s) of y "
-                f"have no preimage (e.g. {where}); {allowed}"
+                f"the inverse did not converge within {DEFAULT_MAX_ITERATIONS} Newton iterations "
+                f"for {int((~ok).sum())} value(s) of y (e.g. {_example(y, ~ok, None)}): the "
+                "computed map is not increasing there to working precision; with quadrature "
+                "integration, use more quadrature_nodes"
             )
-        return torch.where(found, x, float("nan"))
+        return torch.where(ok, x, float("nan"))
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -178,7 +178,9 @@ class ConstrainedMonotone(MonotoneTransformModule):
         if net.tail is not None:
             # s x + low <= f(x) <= s x + high brackets the root without evaluating f.
             lower, upper = (y - high) / net.tail, (y - low) / net.tail
-            return solve_increasing(value_and_slope, y, lower, upper)[0]
+            x, converged = solve_increasing(value_and_slope, y, lower, upper)
+            everywhere = torch.ones_like(converged)
+            return self._preimage_or_error(x, y, everywhere, "", converged=converged)
         inside = (y > low) & (y < high)
         allowed = (
             "without a tail the range is the open interval (offset + c*sum(a)*"
@@ -190,8 +192,10 @@ class ConstrainedMonotone(MonotoneTransformModule):
         lower, upper, found = bracket_increasing(
             lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
         )
-        x, _ = solve_increasing(value_and_slope, target, lower, upper)
-        return self._preimage_or_error(x, y, found & inside, allowed, (low, high))
+        x, converged = solve_increasing(value_and_slope, target, lower, upper)
+        return self._preimage_or_error(
+            x, y, found & inside, allowed, (low, high), converged=converged
+        )
 
 
 def constrained_monotone(input_dim: int, width: int = 64, **kwargs) -> ConstrainedMonotone:

@@ -169,11 +169,11 @@ class UnconstrainedMonotone(MonotoneTransformModule):
 
         start = y - net.offset  # the flow starts as the identity plus offset
         lower, upper, found = bracket_increasing(value, y, start)
-        x, _ = solve_increasing(value_and_slope, y, lower, upper, start)
+        x, converged = solve_increasing(value_and_slope, y, lower, upper, start)
         allowed = (
             "the integrand's network decays to -inf at that end, so the image is bounded there"
         )
-        return self._preimage_or_error(x, y, found, allowed)
+        return self._preimage_or_error(x, y, found, allowed, converged=converged)
 
 
 def unconstrained_monotone(input_dim: int, width: int = 64, **kwargs) -> UnconstrainedMonotone:
