@@ -145,3 +145,12 @@ def test_unconverged_inverse_raises_instead_of_returning_a_non_root(monkeypatch)
     )
     with pytest.raises(ValueError, match="did not converge within 64 Newton iterations"):
         transform.inv(torch.tensor([[123.4]]))
+
+
+@pytest.mark.parametrize("helper", HELPERS)
+def test_input_dtype_must_match_the_parameters(helper):
+    transform = helper(1, width=4)
+    with pytest.raises(
+        ValueError, match="x has dtype torch.float64 but the transform's parameters"
+    ):
+        transform(torch.zeros(2, 1, dtype=torch.float64))

@@ -256,3 +256,42 @@ def test_bracket_never_ends_at_an_infinite_point():
     )
     assert found.tolist() == [False, True]
     assert bool(torch.isfinite(lower[1]) and torch.isfinite(upper[1]))
+
+
+def test_exact_relu_gradient_for_a_unit_with_zero_weight():
+    # w = 0, b > 0: the unit is active everywhere and its gradient in w must not vanish.
+    w = torch.tensor([[0.0, 1.0]], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([[0.5, -0.2]], dtype=torch.float64)
+    a = torch.tensor([[0.7, -0.4]], dtype=torch.float64)
+    x = torch.tensor([[1.3]], dtype=torch.float64)
+    (exact,) = torch.autograd.grad(relu_elu_integral(x, w, b, a, 1.0).sum(), w)
+    nodes, weights = quadrature_rule("gauss-legendre", 4000)
+    reference = integrate_one_hidden_layer(
+        x, w, b, a, 1.0, HIDDEN["relu"], POSITIVE["elu_plus_one"], nodes, weights
+    )
+    (expected,) = torch.autograd.grad(reference.sum(), w)
+    # The quadrature reference converges slowly across the other unit's kink (at t = 0.2).
+    assert float(exact[0, 0]) != 0.0
+    torch.testing.assert_close(exact, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_quadrature_broadcasts_x_against_batched_parameters():
+    w, b, a = random_network(5, batch=(8,), dim=2, seed=9)
+    x = torch.tensor([0.5, -1.5], dtype=torch.float64)
+    nodes, weights = quadrature_rule("gauss-legendre", 8)
+    args = (1.0, HIDDEN["tanh"], POSITIVE["softplus"], nodes, weights)
+    ours = integrate_one_hidden_layer(x, w, b, a, *args)
+    expanded = integrate_one_hidden_layer(x.expand(8, 2), w, b, a, *args)
+    assert ours.shape == (8, 2)
+    torch.testing.assert_close(ours, expanded, rtol=0, atol=0)
+
+
+def test_stalled_newton_step_is_not_reported_as_converged():
+    # An infinite slope makes the Newton step zero: the solver must bisect, not stop.
+    y = torch.tensor([0.3], dtype=torch.float64)
+    steep = lambda x: (x, torch.full_like(x, float("inf")))  # noqa: E731
+    x, converged = solve_increasing(
+        steep, y, torch.tensor([-1.0]).double(), torch.ones(1).double(), torch.zeros(1).double()
+    )
+    assert bool(converged.all())
+    torch.testing.assert_close(x, y)

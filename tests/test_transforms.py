@@ -96,10 +96,11 @@ def test_log_det_equals_autograd_jacobian_elu_quadrature(name, width, batch, dim
     check_log_det(UNCONSTRAINED_ELU_QUADRATURE[name], width, batch, dim, dtype, 1e-6)
 
 
-def test_log_det_is_finite_where_sigmoid_derivative_underflows():
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid"])
+def test_log_det_is_finite_where_sigma_derivative_underflows(activation):
     # sigma'(w x + b) underflows in float32 at |x| = 1e4; the log-derivative must not.
     for tail in (True, False):
-        transform = perturb_(ConstrainedMonotone(2, 16, tail=tail))
+        transform = perturb_(ConstrainedMonotone(2, 16, activation=activation, tail=tail))
         x = torch.tensor([[1e4, -1e4], [3e3, -5e3]])
         log_det = transform.log_abs_det_jacobian(x, transform(x))
         assert bool(torch.isfinite(log_det).all())
@@ -312,3 +313,52 @@ def test_used_transform_deep_copies_and_pickles(helper):
     for clone in (copy.deepcopy(transform), pickle.loads(pickle.dumps(transform))):
         assert clone._cached_x_y == (None, None)
         torch.testing.assert_close(clone(x), y)
+
+
+def test_cache_made_without_gradients_is_not_reused_with_them():
+    transform = perturb_(unconstrained_monotone(1, width=8))
+    x = torch.randn(16, 1)
+
+    def gradients():
+        transform.zero_grad()
+        y = transform(x)
+        (y.square().sum() - transform.log_abs_det_jacobian(x, y).sum()).backward()
+        return [p.grad.clone() for p in transform.parameters()]
+
+    fresh = gradients()
+    with torch.no_grad():
+        transform(x)  # e.g. monitoring the NLL
+    for after, before in zip(gradients(), fresh, strict=True):
+        torch.testing.assert_close(after, before)
+
+
+def test_cache_is_dropped_when_a_parameter_or_buffer_is_replaced():
+    transform = perturb_(unconstrained_monotone(1, width=8, parametrization="gaussian-std"))
+    x = torch.randn(4, 1)
+    y = transform(x)
+    transform.offset = torch.nn.Parameter(transform.offset.detach() + 1.0)
+    torch.testing.assert_close(transform(x), y + 1.0)
+    with torch.no_grad():
+        transform.output_weight.mul_(2.0)  # the untrained output layer is a buffer
+    assert not torch.allclose(transform(x), y + 1.0)
+
+
+@pytest.mark.parametrize("raw_tail", [-30.0, -46.0, -200.0])
+def test_constrained_inverse_with_a_vanishing_tail(raw_tail, dtype):
+    # s = softplus(raw_tail) is tiny or underflows to 0: the tail's bracket alone cannot close.
+    transform = perturb_(ConstrainedMonotone(1, 8)).to(dtype)
+    with torch.no_grad():
+        transform.raw_tail.fill_(raw_tail)
+    x = torch.linspace(-3, 3, 13, dtype=dtype).unsqueeze(-1)
+    with torch.no_grad():
+        x_back = inverse_of(transform, transform(x))
+    torch.testing.assert_close(x_back, x, rtol=1e-4 if dtype == torch.float32 else 1e-9, atol=1e-4)
+
+
+def test_bounded_inverse_accepts_values_rounded_onto_a_bound():
+    # In float32 tanh rounds to exactly +-1 at |x| ~ 40, so f(x) equals a bound of the range.
+    transform = perturb_(ConstrainedMonotone(1, 4, tail=False))
+    with torch.no_grad():
+        y = transform(torch.tensor([[-40.0], [40.0]]))
+        x_back = inverse_of(transform, y)
+        torch.testing.assert_close(transform(x_back.clone()), y)

@@ -109,7 +109,10 @@ def relu_elu_integral(
     slope_step = (c * a * w.abs()).gather(-1, order)
     intercept_step = (c * a * b * torch.sign(w)).gather(-1, order)
     left_active = w < 0
-    slope0 = c * (a * w * left_active).sum(-1, keepdim=True)
+    # A unit with w = 0 and b > 0 is active everywhere: its slope term is 0 in value but carries
+    # the gradient with respect to w.
+    always_active = ~nonzero & (b > 0)
+    slope0 = c * (a * w * (left_active | always_active)).sum(-1, keepdim=True)
     intercept0 = c * (a * (b * left_active + torch.relu(b) * ~nonzero)).sum(-1, keepdim=True)
     slope = torch.cat([slope0, slope0 + torch.cumsum(slope_step, -1)], -1)
     intercept = torch.cat([intercept0, intercept0 + torch.cumsum(intercept_step, -1)], -1)

@@ -176,8 +176,11 @@ def integrate_one_hidden_layer(
     ...                            POSITIVE["elu_plus_one"], nodes, weights)
     tensor([[2.]], dtype=torch.float64)
     """
+    shape = torch.broadcast_shapes(
+        x.shape, hidden_weight.shape[:-1], hidden_bias.shape[:-1], output_weight.shape[:-1]
+    )
     return _OneHiddenLayerIntegral.apply(
-        x,
+        x.expand(shape),
         hidden_weight,
         hidden_bias,
         output_weight,

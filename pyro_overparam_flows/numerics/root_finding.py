@@ -58,7 +58,8 @@ def solve_increasing(
     :param torch.Tensor upper: finite upper ends with ``f(upper) >= y``.
     :param initial: starting points (clamped into the bracket); the midpoint if None.
     :param int max_iterations: the iteration budget.
-    :returns: ``(x, converged)``.
+    :returns: ``(x, converged)``; an element that stopped moving without meeting the tolerance
+        or collapsing its bracket is not converged.
 
     >>> y = torch.tensor([0.5, 8.0], dtype=torch.float64)
     >>> cube = lambda x: (x ** 3, 3 * x ** 2)
@@ -73,6 +74,7 @@ def solve_increasing(
         else torch.minimum(torch.maximum(initial, lower), upper)
     )
     done = torch.zeros_like(y, dtype=torch.bool)
+    solved = torch.zeros_like(done)
     last_step = step_before_last = upper - lower
     for iteration in range(max_iterations):
         value, slope = fn(x)
@@ -81,7 +83,8 @@ def solve_increasing(
         upper = torch.where(residual > 0, x, upper)
         newton = x - residual / slope
         inside = (newton >= lower) & (newton <= upper)
-        accept = inside & ((newton - x).abs() <= 0.5 * step_before_last.abs())
+        # A Newton step that does not move (infinite slope) is no progress: bisect instead.
+        accept = inside & (newton != x) & ((newton - x).abs() <= 0.5 * step_before_last.abs())
         proposal = torch.where(accept, newton, (lower + upper) / 2.0)
         step_before_last, last_step = last_step, proposal - x
         collapsed = torch.nextafter(lower, upper) >= upper
@@ -90,10 +93,11 @@ def solve_increasing(
         step = torch.where(converged, torch.where(inside, newton, x), proposal)
         stalled = step == x
         x = torch.where(done, x, step)
+        solved = solved | (converged & ~done)
         done = done | converged | stalled
         if _may_stop_early(x) and iteration % 4 == 3 and bool(done.all()):
             break
-    return x, done
+    return x, solved
 
 
 def bracket_increasing(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
@@ -53,20 +55,25 @@ class MonotoneTransformModule(TransformModule):
             raise ValueError(f"input_dim must be an integer >= 1, got {input_dim!r}")
         super().__init__(cache_size=1)
         self.input_dim = input_dim
-        self._cache_versions: tuple[int, ...] = ()
+        self._cache_versions: tuple = ()
 
     @property
     def sign(self) -> int:
         return 1
 
-    # Pyro's cache is keyed on tensor identity. After an optimizer step the same input tensor
-    # must not get the old output back (its graph is freed): drop the cache once any parameter
-    # has changed, which the parameters' version counters tell cheaply.
+    # Pyro's cache is keyed on tensor identity. The same input must not get an old output back
+    # after an optimizer step (its graph is freed), after a parameter or buffer is replaced
+    # (pyro.module loading the param store, torch.func.functional_call), or when gradients are
+    # on now but were off when it was cached: drop the cache when any of these changed.
+    def _cache_key(self) -> tuple:
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        return torch.is_grad_enabled(), tuple((id(t), t._version) for t in tensors)
+
     def _refresh_cache(self) -> None:
-        versions = tuple(p._version for p in self.parameters())
-        if versions != self._cache_versions:
+        key = self._cache_key()
+        if key != self._cache_versions:
             self._cached_x_y = None, None
-            self._cache_versions = versions
+            self._cache_versions = key
 
     def __getstate__(self) -> dict:
         # The cached pair may hold non-leaf tensors of a finished graph: copies and pickles of
@@ -94,6 +101,12 @@ class MonotoneTransformModule(TransformModule):
             )
         if not value.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+        dtype = next(self.parameters()).dtype
+        if value.dtype != dtype:
+            raise ValueError(
+                f"{name} has dtype {value.dtype} but the transform's parameters are {dtype}; "
+                f"convert one of them, e.g. transform.to({dtype})"
+            )
         if validation_enabled() and not bool(torch.isfinite(value).all()):
             raise ValueError(
                 f"{name} contains NaN or infinite values; only finite inputs are allowed"
@@ -130,6 +143,7 @@ class MonotoneTransformModule(TransformModule):
         allowed: str,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
         converged: torch.Tensor | None = None,
+        hint: str = "",
     ) -> torch.Tensor:
         """x where a preimage was found (and the solver converged); elsewhere a ValueError
         (validation on) or NaN (off).
@@ -146,8 +160,7 @@ class MonotoneTransformModule(TransformModule):
             raise ValueError(
                 f"the inverse did not converge within {DEFAULT_MAX_ITERATIONS} Newton iterations "
                 f"for {int((~ok).sum())} value(s) of y (e.g. {_example(y, ~ok, None)}): the "
-                "computed map is not increasing there to working precision; with quadrature "
-                "integration, use more quadrature_nodes"
+                f"computed map is not increasing there to working precision{hint}"
             )
         return torch.where(ok, x, float("nan"))
 

@@ -175,23 +175,32 @@ class ConstrainedMonotone(MonotoneTransformModule):
                 constrained_log_derivative(x, net, sigma)
             )
 
-        if net.tail is not None:
-            # s x + low <= f(x) <= s x + high brackets the root without evaluating f.
-            lower, upper = (y - high) / net.tail, (y - low) / net.tail
-            x, converged = solve_increasing(value_and_slope, y, lower, upper)
-            everywhere = torch.ones_like(converged)
-            return self._preimage_or_error(x, y, everywhere, "", converged=converged)
-        inside = (y > low) & (y < high)
-        allowed = (
-            "without a tail the range is the open interval (offset + c*sum(a)*"
-            f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
-        )
-        self._preimage_or_error(y, y, inside, allowed, (low, high))
-        # Out-of-range targets are swapped for a reachable one so they do not spend the budget.
-        target = torch.where(inside, y, (low + high) / 2.0)
+        if net.tail is None:
+            # The open interval (low, high), widened by the solver's tolerance: values the
+            # forward map rounds onto a bound (float32 at |x| ~ 40) still invert.
+            slack = 8.0 * torch.finfo(y.dtype).eps * (1.0 + y.abs())
+            inside = (y > low - slack) & (y < high + slack)
+            allowed = (
+                "without a tail the range is the open interval (offset + c*sum(a)*"
+                f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
+            )
+            self._preimage_or_error(y, y, inside, allowed, (low, high))
+            # Out-of-range targets are swapped for a reachable one so they do not spend the
+            # budget.
+            target = torch.where(inside, y, (low + high) / 2.0)
+        else:
+            inside = torch.ones_like(y, dtype=torch.bool)
+            allowed = "the tail slope has underflowed to 0, so the map is bounded here"
+            target = y
         lower, upper, found = bracket_increasing(
             lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
         )
+        if net.tail is not None:
+            # s x + low <= f(x) <= s x + high also brackets the root: keep the tighter ends
+            # (the tail's alone is too wide to close when s is tiny, and infinite when s = 0).
+            tail_lower, tail_upper = (y - high) / net.tail, (y - low) / net.tail
+            lower = torch.where(torch.isfinite(tail_lower), torch.maximum(lower, tail_lower), lower)
+            upper = torch.where(torch.isfinite(tail_upper), torch.minimum(upper, tail_upper), upper)
         x, converged = solve_increasing(value_and_slope, target, lower, upper)
         return self._preimage_or_error(
             x, y, found & inside, allowed, (low, high), converged=converged

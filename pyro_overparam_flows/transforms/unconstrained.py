@@ -173,7 +173,8 @@ class UnconstrainedMonotone(MonotoneTransformModule):
         allowed = (
             "the integrand's network decays to -inf at that end, so the image is bounded there"
         )
-        return self._preimage_or_error(x, y, found, allowed, converged=converged)
+        hint = "" if quadrature is None else "; use more quadrature_nodes"
+        return self._preimage_or_error(x, y, found, allowed, converged=converged, hint=hint)
 
 
 def unconstrained_monotone(input_dim: int, width: int = 64, **kwargs) -> UnconstrainedMonotone:
