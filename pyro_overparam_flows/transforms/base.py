@@ -55,7 +55,7 @@ class MonotoneTransformModule(TransformModule):
             raise ValueError(f"input_dim must be an integer >= 1, got {input_dim!r}")
         super().__init__(cache_size=1)
         self.input_dim = input_dim
-        self._cache_versions: tuple = ()
+        self._cache_state: tuple = ()
 
     @property
     def sign(self) -> int:
@@ -71,16 +71,16 @@ class MonotoneTransformModule(TransformModule):
 
     def _refresh_cache(self) -> None:
         key = self._cache_key()
-        if key != self._cache_versions:
+        if key != self._cache_state:
             self._cached_x_y = None, None
-            self._cache_versions = key
+            self._cache_state = key
 
     def __getstate__(self) -> dict:
         # The cached pair may hold non-leaf tensors of a finished graph: copies and pickles of
         # a used transform start with an empty cache.
         state = super().__getstate__()
         state["_cached_x_y"] = None, None
-        state["_cache_versions"] = ()
+        state["_cache_state"] = ()
         return state
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
