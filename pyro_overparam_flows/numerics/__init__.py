@@ -2,7 +2,7 @@
 
 from .piecewise import relu_elu_integral
 from .quadrature import QUADRATURE_RULES, integrate_one_hidden_layer, quadrature_rule
-from .root_finding import bracket_increasing, solve_increasing
+from .root_finding import bracket_increasing, solve_increasing, solver_tolerance
 
 __all__ = [
     "QUADRATURE_RULES",
@@ -11,4 +11,5 @@ __all__ = [
     "quadrature_rule",
     "relu_elu_integral",
     "solve_increasing",
+    "solver_tolerance",
 ]

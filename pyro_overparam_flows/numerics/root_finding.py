@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["bracket_increasing", "solve_increasing"]
+__all__ = ["bracket_increasing", "solve_increasing", "solver_tolerance"]
 
 ValueAndDerivative = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -25,7 +25,8 @@ DEFAULT_MAX_ITERATIONS = 64
 DEFAULT_MAX_EXPANSIONS = 64
 
 
-def _tolerance(y: torch.Tensor) -> torch.Tensor:
+def solver_tolerance(y: torch.Tensor) -> torch.Tensor:
+    r"""The residual the solver accepts, :math:`8 \epsilon (1 + |y|)` in y's dtype."""
     return 8.0 * torch.finfo(y.dtype).eps * (1.0 + y.abs())
 
 
@@ -67,7 +68,7 @@ def solve_increasing(
     >>> torch.allclose(x ** 3, y), bool(ok.all())
     (True, True)
     """
-    tolerance = _tolerance(y)
+    tolerance = solver_tolerance(y)
     x = (
         (lower + upper) / 2.0
         if initial is None
@@ -128,7 +129,7 @@ def bracket_increasing(
     >>> bool(found.all()), bool(((lower ** 3 <= y) & (y <= upper ** 3)).all())
     (True, True)
     """
-    tolerance = _tolerance(y)
+    tolerance = solver_tolerance(y)
     value = fn(start)
     up = value < y
     found = (value - y).abs() <= tolerance

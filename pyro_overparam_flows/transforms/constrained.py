@@ -12,7 +12,7 @@ from ..maps import (
     constrained_map,
     constrained_range,
 )
-from ..numerics import bracket_increasing, solve_increasing
+from ..numerics import bracket_increasing, solve_increasing, solver_tolerance
 from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS, initial_constrained_network
 from ..positivity import POSITIVITY
 from .base import MonotoneTransformModule, check_width
@@ -178,7 +178,7 @@ class ConstrainedMonotone(MonotoneTransformModule):
         if net.tail is None:
             # The open interval (low, high), widened by the solver's tolerance: values the
             # forward map rounds onto a bound (float32 at |x| ~ 40) still invert.
-            slack = 8.0 * torch.finfo(y.dtype).eps * (1.0 + y.abs())
+            slack = solver_tolerance(y)
             inside = (y > low - slack) & (y < high + slack)
             allowed = (
                 "without a tail the range is the open interval (offset + c*sum(a)*"
