@@ -46,7 +46,10 @@ UNCONSTRAINED_ACCURATE = {
     },
 }
 # ELU + 1 has a jump in phi'' where N = 0: quadrature converges like K^-3 and the derivative of
-# the discretized integral like K^-2, so these are checked with many nodes and a looser bound.
+# the discretized integral like K^-2, with a constant that grows with N's slope where it
+# crosses 0 and an erratic dependence on where the crossing falls between nodes (K = 2048 is not
+# uniformly better than 1024): checked with many nodes and a bound of 5e-5, above the 1.8e-5 seen
+# on perturbed width-256 networks and far below the O(1) error of a wrong log-det.
 UNCONSTRAINED_ELU_QUADRATURE = {
     f"unconstrained-{activation}-elu-{rule}": (
         lambda d, m, a=activation, r=rule: UnconstrainedMonotone(
@@ -93,7 +96,7 @@ def test_log_det_equals_autograd_jacobian(name, width, batch, dim, dtype):
 @pytest.mark.parametrize("width", [1, 7, 256])
 @pytest.mark.parametrize("name", list(UNCONSTRAINED_ELU_QUADRATURE))
 def test_log_det_equals_autograd_jacobian_elu_quadrature(name, width, batch, dim, dtype):
-    check_log_det(UNCONSTRAINED_ELU_QUADRATURE[name], width, batch, dim, dtype, 1e-6)
+    check_log_det(UNCONSTRAINED_ELU_QUADRATURE[name], width, batch, dim, dtype, 5e-5)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid"])

@@ -10,7 +10,13 @@ from pyro.distributions.torch_transform import TransformModule
 
 from ..numerics.root_finding import DEFAULT_MAX_ITERATIONS
 
-__all__ = ["MonotoneTransformModule", "check_width", "validation_enabled"]
+__all__ = [
+    "MonotoneBase",
+    "MonotoneTransformModule",
+    "check_width",
+    "preimage_or_error",
+    "validation_enabled",
+]
 
 
 def _example(y: torch.Tensor, bad: torch.Tensor, bounds) -> str:
@@ -21,6 +27,35 @@ def _example(y: torch.Tensor, bad: torch.Tensor, bounds) -> str:
         low, high = (v.expand_as(y)[first].item() for v in bounds)
         text += f", whose range is ({low:.8g}, {high:.8g})"
     return text
+
+
+def preimage_or_error(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    found: torch.Tensor,
+    allowed: str,
+    bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+    converged: torch.Tensor | None = None,
+    hint: str = "",
+) -> torch.Tensor:
+    """x where a preimage was found (and the solver converged); elsewhere a ValueError
+    (validation on) or NaN (off).
+
+    ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval.
+    """
+    ok = found if converged is None else found & converged
+    if validation_enabled() and not bool(ok.all()):
+        if not bool(found.all()):
+            raise ValueError(
+                f"inverse asked outside the range of the map: {int((~found).sum())} value(s) "
+                f"of y have no preimage (e.g. {_example(y, ~found, bounds)}); {allowed}"
+            )
+        raise ValueError(
+            f"the inverse did not converge within {DEFAULT_MAX_ITERATIONS} Newton iterations "
+            f"for {int((~ok).sum())} value(s) of y (e.g. {_example(y, ~ok, None)}): the "
+            f"computed map is not increasing there to working precision{hint}"
+        )
+    return torch.where(ok, x, float("nan"))
 
 
 def validation_enabled() -> bool:
@@ -37,13 +72,9 @@ def check_width(width: object) -> int:
     return width
 
 
-class MonotoneTransformModule(TransformModule):
-    """A strictly increasing map applied to each coordinate of the last dimension.
-
-    Subclasses provide ``_map`` (f), ``_log_derivative`` (log f', per coordinate) and ``_solve``
-    (f^-1 without gradient). This class adds Pyro's cache made safe for training, input checks,
-    and gradients of the inverse by the implicit function theorem.
-    """
+class MonotoneBase(TransformModule):
+    """What every transform of this package shares: a bijection of ``real_vector`` with a
+    positive Jacobian determinant, Pyro's cache made safe for training, and input checks."""
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -56,6 +87,9 @@ class MonotoneTransformModule(TransformModule):
         super().__init__(cache_size=1)
         self.input_dim = input_dim
         self._cache_state: tuple = ()
+        # (x, network) of the last forward or inverse call of a conditioned transform, so the
+        # log-det that follows does not run the conditioner again.
+        self._cached_network: tuple | None = None
 
     @property
     def sign(self) -> int:
@@ -73,6 +107,7 @@ class MonotoneTransformModule(TransformModule):
         key = self._cache_key()
         if key != self._cache_state:
             self._cached_x_y = None, None
+            self._cached_network = None
             self._cache_state = key
 
     def __getstate__(self) -> dict:
@@ -81,6 +116,7 @@ class MonotoneTransformModule(TransformModule):
         state = super().__getstate__()
         state["_cached_x_y"] = None, None
         state["_cache_state"] = ()
+        state["_cached_network"] = None
         return state
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +148,15 @@ class MonotoneTransformModule(TransformModule):
                 f"{name} contains NaN or infinite values; only finite inputs are allowed"
             )
 
+
+class MonotoneTransformModule(MonotoneBase):
+    """A strictly increasing map applied to each coordinate of the last dimension.
+
+    Subclasses provide ``_map`` (f), ``_log_derivative`` (log f', per coordinate) and ``_solve``
+    (f^-1 without gradient). This class adds gradients of the inverse by the implicit function
+    theorem.
+    """
+
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "x")
         return self._map(x)
@@ -134,35 +179,6 @@ class MonotoneTransformModule(TransformModule):
                 slope = torch.exp(self._log_derivative(x))
             x = x - (self._map(x) - y) / slope
         return x
-
-    @staticmethod
-    def _preimage_or_error(
-        x: torch.Tensor,
-        y: torch.Tensor,
-        found: torch.Tensor,
-        allowed: str,
-        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
-        converged: torch.Tensor | None = None,
-        hint: str = "",
-    ) -> torch.Tensor:
-        """x where a preimage was found (and the solver converged); elsewhere a ValueError
-        (validation on) or NaN (off).
-
-        ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval.
-        """
-        ok = found if converged is None else found & converged
-        if validation_enabled() and not bool(ok.all()):
-            if not bool(found.all()):
-                raise ValueError(
-                    f"inverse asked outside the range of the map: {int((~found).sum())} value(s) "
-                    f"of y have no preimage (e.g. {_example(y, ~found, bounds)}); {allowed}"
-                )
-            raise ValueError(
-                f"the inverse did not converge within {DEFAULT_MAX_ITERATIONS} Newton iterations "
-                f"for {int((~ok).sum())} value(s) of y (e.g. {_example(y, ~ok, None)}): the "
-                f"computed map is not increasing there to working precision{hint}"
-            )
-        return torch.where(ok, x, float("nan"))
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -13,16 +13,180 @@ from ..maps import (
     constrained_range,
 )
 from ..numerics import bracket_increasing, solve_increasing, solver_tolerance
-from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS, initial_constrained_network
+from ..parametrizations import (
+    CONSTRAINED_PARAMETRIZATIONS,
+    InitialNetwork,
+    initial_constrained_network,
+)
 from ..positivity import POSITIVITY
-from .base import MonotoneTransformModule, check_width
+from .base import MonotoneTransformModule, check_width, preimage_or_error
 
-__all__ = ["ConstrainedMonotone", "constrained_monotone"]
+__all__ = ["ConstrainedFamily", "ConstrainedMonotone", "constrained_monotone"]
 
 _INITIAL_TAIL = 0.5
 
 
-class ConstrainedMonotone(MonotoneTransformModule):
+def _softplus_inverse(value: torch.Tensor) -> torch.Tensor:
+    return value + torch.log(-torch.expm1(-value))
+
+
+class ConstrainedFamily:
+    """The per-dimension weights and the mathematics of constrained maps, shared by the
+    element-wise, autoregressive, coupling and conditional transforms (a mixin for
+    :class:`torch.nn.Module` subclasses).
+
+    The positive weights w and a are parameters of shape ``(dim, width)``. The hidden biases b,
+    the tail s and the offset beta are parameters of the element-wise transform, and the output
+    of a conditioner otherwise: :attr:`free_size` numbers per dimension, laid out as
+    ``[b_1 .. b_m, beta, raw s]`` (``raw s`` only with a tail; s = softplus(raw s)).
+    """
+
+    def _setup_family(
+        self,
+        dim: int,
+        width: int,
+        *,
+        activation: str = "tanh",
+        positivity: str = "softplus",
+        tail: bool = True,
+        parametrization: str = "standard",
+        projection_floor: float = 1e-6,
+    ) -> InitialNetwork:
+        self.width = check_width(width)
+        self.activation = lookup(SATURATING, activation, "activation")
+        self.positivity = lookup(POSITIVITY, positivity, "positivity")
+        setting = lookup(CONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
+        if not isinstance(tail, bool):
+            raise ValueError(f"tail must be True or False, got {tail!r}")
+        if not (
+            isinstance(projection_floor, float | int)
+            and not isinstance(projection_floor, bool)
+            and projection_floor > 0
+        ):
+            raise ValueError(
+                f"projection_floor must be a positive number, got {projection_floor!r}"
+            )
+        self.has_tail = tail
+        self.parametrization = setting.name
+        self.projection_floor = float(projection_floor)
+        init = initial_constrained_network(dim, width, setting)
+        self.multiplier = init.multiplier
+        floor = self.projection_floor
+        self.raw_hidden_weight = nn.Parameter(self.positivity.inverse(init.hidden_weight, floor))
+        self.raw_output_weight = nn.Parameter(self.positivity.inverse(init.output_weight, floor))
+        return init
+
+    @property
+    def hidden_weight(self) -> torch.Tensor:
+        """The positive hidden weights w, shape ``(input_dim, width)``."""
+        return self.positivity.value(self.raw_hidden_weight, self.projection_floor)
+
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The positive output weights a, shape ``(input_dim, width)``."""
+        return self.positivity.value(self.raw_output_weight, self.projection_floor)
+
+    @property
+    def free_size(self) -> int:
+        """Numbers per dimension a conditioner provides: m hidden biases, the offset, the tail."""
+        return self.width + 1 + int(self.has_tail)
+
+    def _initial_free(self, init: InitialNetwork) -> torch.Tensor:
+        """The element-wise initial b, beta (0) and raw s, shape ``(dim, free_size)``."""
+        columns = [init.hidden_bias, init.hidden_bias.new_zeros(len(init.hidden_bias), 1)]
+        if self.has_tail:
+            columns.append(_softplus_inverse(torch.full_like(columns[1], _INITIAL_TAIL)))
+        return torch.cat(columns, -1)
+
+    @torch.no_grad()
+    def project_(self):
+        """Clamp the raw positive weights to ``projection_floor`` (projected SGD).
+
+        Call after each optimizer step when ``positivity="projected"``; a no-op otherwise, where
+        positivity holds by construction.
+        """
+        if self.positivity.projected:
+            self.raw_hidden_weight.clamp_(min=self.projection_floor)
+            self.raw_output_weight.clamp_(min=self.projection_floor)
+        return self
+
+    def _assemble(
+        self,
+        hidden_bias: torch.Tensor,
+        raw_tail: torch.Tensor | None,
+        offset: torch.Tensor,
+    ) -> ConstrainedNetwork:
+        value, log_value, floor = (
+            self.positivity.value,
+            self.positivity.log_value,
+            self.projection_floor,
+        )
+        raw_w, raw_a = self.raw_hidden_weight, self.raw_output_weight
+        return ConstrainedNetwork(
+            value(raw_w, floor),
+            log_value(raw_w, floor),
+            hidden_bias,
+            value(raw_a, floor),
+            log_value(raw_a, floor),
+            None if raw_tail is None else nn.functional.softplus(raw_tail),
+            None if raw_tail is None else log_softplus(raw_tail),
+            offset,
+            self.multiplier,
+        )
+
+    def _network_from_free(self, free: torch.Tensor) -> ConstrainedNetwork:
+        """The network whose b, beta, s are ``free`` (shape ``(..., dim, free_size)``)."""
+        m = self.width
+        raw_tail = free[..., m + 1] if self.has_tail else None
+        return self._assemble(free[..., :m], raw_tail, free[..., m])
+
+    def _map_with(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
+        return constrained_map(x, net, self.activation)
+
+    def _log_derivative_with(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
+        return constrained_log_derivative(x, net, self.activation)
+
+    def _solve_with(self, y: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
+        sigma = self.activation
+        low, high = constrained_range(net, sigma)
+        y = y.expand(torch.broadcast_shapes(y.shape, low.shape))
+
+        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return constrained_map(x, net, sigma), torch.exp(
+                constrained_log_derivative(x, net, sigma)
+            )
+
+        if net.tail is None:
+            # The open interval (low, high), widened by the solver's tolerance: values the
+            # forward map rounds onto a bound (float32 at |x| ~ 40) still invert.
+            slack = solver_tolerance(y)
+            inside = (y > low - slack) & (y < high + slack)
+            allowed = (
+                "without a tail the range is the open interval (offset + c*sum(a)*"
+                f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
+            )
+            preimage_or_error(y, y, inside, allowed, (low, high))
+            # Out-of-range targets are swapped for a reachable one so they do not spend the
+            # budget.
+            target = torch.where(inside, y, (low + high) / 2.0)
+        else:
+            inside = torch.ones_like(y, dtype=torch.bool)
+            allowed = "the tail slope has underflowed to 0, so the map is bounded here"
+            target = y
+        lower, upper, found = bracket_increasing(
+            lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
+        )
+        if net.tail is not None:
+            # s x + low <= f(x) <= s x + high also brackets the root: keep the tighter ends
+            # (the tail's alone is too wide to close when s is tiny, and infinite when s = 0).
+            tail_lower, tail_upper = (y - high) / net.tail, (y - low) / net.tail
+            lower = torch.where(torch.isfinite(tail_lower), torch.maximum(lower, tail_lower), lower)
+            upper = torch.where(torch.isfinite(tail_upper), torch.minimum(upper, tail_upper), upper)
+        x, converged = solve_increasing(value_and_slope, target, lower, upper)
+        return preimage_or_error(x, y, found & inside, allowed, (low, high), converged=converged)
+
+
+class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
     r"""
     An element-wise monotone bijection whose per-dimension map is a one-hidden-layer network
     with positive weights (a *constrained* flow, as in NAF/BNAF and Shah et al. 2022),
@@ -90,121 +254,37 @@ class ConstrainedMonotone(MonotoneTransformModule):
         projection_floor: float = 1e-6,
     ):
         super().__init__(input_dim)
-        self.width = check_width(width)
-        self.activation = lookup(SATURATING, activation, "activation")
-        self.positivity = lookup(POSITIVITY, positivity, "positivity")
-        setting = lookup(CONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
-        if not (isinstance(projection_floor, float | int) and projection_floor > 0):
-            raise ValueError(
-                f"projection_floor must be a positive number, got {projection_floor!r}"
-            )
-        self.parametrization = setting.name
-        self.projection_floor = float(projection_floor)
-        init = initial_constrained_network(input_dim, width, setting)
-        self.multiplier = init.multiplier
-        floor = self.projection_floor
-        self.raw_hidden_weight = nn.Parameter(self.positivity.inverse(init.hidden_weight, floor))
-        self.hidden_bias = nn.Parameter(init.hidden_bias)
-        self.raw_output_weight = nn.Parameter(self.positivity.inverse(init.output_weight, floor))
-        tail_value = torch.full((input_dim,), _INITIAL_TAIL)
-        self.raw_tail = (
-            nn.Parameter(tail_value + torch.log(-torch.expm1(-tail_value))) if tail else None
+        init = self._setup_family(
+            input_dim,
+            width,
+            activation=activation,
+            positivity=positivity,
+            tail=tail,
+            parametrization=parametrization,
+            projection_floor=projection_floor,
         )
+        self.hidden_bias = nn.Parameter(init.hidden_bias)
+        tail_value = torch.full((input_dim,), _INITIAL_TAIL)
+        self.raw_tail = nn.Parameter(_softplus_inverse(tail_value)) if tail else None
         self.offset = nn.Parameter(torch.zeros(input_dim))
-
-    @property
-    def hidden_weight(self) -> torch.Tensor:
-        """The positive hidden weights w, shape ``(input_dim, width)``."""
-        return self.positivity.value(self.raw_hidden_weight, self.projection_floor)
-
-    @property
-    def output_weight(self) -> torch.Tensor:
-        """The positive output weights a, shape ``(input_dim, width)``."""
-        return self.positivity.value(self.raw_output_weight, self.projection_floor)
 
     @property
     def tail(self) -> torch.Tensor | None:
         """The tail slopes s >= 0, shape ``(input_dim,)``, or None without a tail."""
         return None if self.raw_tail is None else nn.functional.softplus(self.raw_tail)
 
-    @torch.no_grad()
-    def project_(self) -> ConstrainedMonotone:
-        """Clamp the raw positive weights to ``projection_floor`` (projected SGD).
-
-        Call after each optimizer step when ``positivity="projected"``; a no-op otherwise, where
-        positivity holds by construction.
-        """
-        if self.positivity.projected:
-            self.raw_hidden_weight.clamp_(min=self.projection_floor)
-            self.raw_output_weight.clamp_(min=self.projection_floor)
-        return self
-
     def network(self) -> ConstrainedNetwork:
         """The current parameters as a :class:`~pyro_overparam_flows.maps.ConstrainedNetwork`."""
-        value, log_value, floor = (
-            self.positivity.value,
-            self.positivity.log_value,
-            self.projection_floor,
-        )
-        raw_w, raw_a = self.raw_hidden_weight, self.raw_output_weight
-        log_tail = None if self.raw_tail is None else log_softplus(self.raw_tail)
-        return ConstrainedNetwork(
-            value(raw_w, floor),
-            log_value(raw_w, floor),
-            self.hidden_bias,
-            value(raw_a, floor),
-            log_value(raw_a, floor),
-            self.tail,
-            log_tail,
-            self.offset,
-            self.multiplier,
-        )
+        return self._assemble(self.hidden_bias, self.raw_tail, self.offset)
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
-        return constrained_map(x, self.network(), self.activation)
+        return self._map_with(x, self.network())
 
     def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return constrained_log_derivative(x, self.network(), self.activation)
+        return self._log_derivative_with(x, self.network())
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
-        net, sigma = self.network(), self.activation
-        low, high = constrained_range(net, sigma)
-
-        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return constrained_map(x, net, sigma), torch.exp(
-                constrained_log_derivative(x, net, sigma)
-            )
-
-        if net.tail is None:
-            # The open interval (low, high), widened by the solver's tolerance: values the
-            # forward map rounds onto a bound (float32 at |x| ~ 40) still invert.
-            slack = solver_tolerance(y)
-            inside = (y > low - slack) & (y < high + slack)
-            allowed = (
-                "without a tail the range is the open interval (offset + c*sum(a)*"
-                f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
-            )
-            self._preimage_or_error(y, y, inside, allowed, (low, high))
-            # Out-of-range targets are swapped for a reachable one so they do not spend the
-            # budget.
-            target = torch.where(inside, y, (low + high) / 2.0)
-        else:
-            inside = torch.ones_like(y, dtype=torch.bool)
-            allowed = "the tail slope has underflowed to 0, so the map is bounded here"
-            target = y
-        lower, upper, found = bracket_increasing(
-            lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
-        )
-        if net.tail is not None:
-            # s x + low <= f(x) <= s x + high also brackets the root: keep the tighter ends
-            # (the tail's alone is too wide to close when s is tiny, and infinite when s = 0).
-            tail_lower, tail_upper = (y - high) / net.tail, (y - low) / net.tail
-            lower = torch.where(torch.isfinite(tail_lower), torch.maximum(lower, tail_lower), lower)
-            upper = torch.where(torch.isfinite(tail_upper), torch.minimum(upper, tail_upper), upper)
-        x, converged = solve_increasing(value_and_slope, target, lower, upper)
-        return self._preimage_or_error(
-            x, y, found & inside, allowed, (low, high), converged=converged
-        )
+        return self._solve_with(y, self.network())
 
 
 def constrained_monotone(input_dim: int, width: int = 64, **kwargs) -> ConstrainedMonotone:

@@ -8,10 +8,19 @@ from torch import nn
 from ..activations import HIDDEN, POSITIVE, lookup
 from ..maps import UnconstrainedNetwork, unconstrained_log_derivative, unconstrained_map
 from ..numerics import QUADRATURE_RULES, bracket_increasing, quadrature_rule, solve_increasing
-from ..parametrizations import UNCONSTRAINED_PARAMETRIZATIONS, initial_unconstrained_network
-from .base import MonotoneTransformModule, check_width
+from ..parametrizations import (
+    UNCONSTRAINED_PARAMETRIZATIONS,
+    InitialNetwork,
+    initial_unconstrained_network,
+)
+from .base import MonotoneTransformModule, check_width, preimage_or_error
 
-__all__ = ["DEFAULT_QUADRATURE_NODES", "UnconstrainedMonotone", "unconstrained_monotone"]
+__all__ = [
+    "DEFAULT_QUADRATURE_NODES",
+    "UnconstrainedFamily",
+    "UnconstrainedMonotone",
+    "unconstrained_monotone",
+]
 
 #: Default K for each phi: the smallest K whose relative error is under 1e-6 on random O(1)
 #: networks over x in [-4, 4], for every smooth activation and both rules, measured by
@@ -22,7 +31,127 @@ DEFAULT_QUADRATURE_NODES = {"elu_plus_one": 192, "softplus": 24}
 _INTEGRATIONS = ("auto", "exact", *QUADRATURE_RULES)
 
 
-class UnconstrainedMonotone(MonotoneTransformModule):
+class UnconstrainedFamily:
+    """The per-dimension weights, the quadrature rule and the mathematics of unconstrained maps,
+    shared by the element-wise, autoregressive, coupling and conditional transforms (a mixin for
+    :class:`torch.nn.Module` subclasses).
+
+    The hidden weights w and output weights a are of shape ``(dim, width)`` (a is a buffer for
+    the presets whose output layer is not trained). The hidden biases b and the offset beta are
+    parameters of the element-wise transform, and the output of a conditioner otherwise:
+    :attr:`free_size` numbers per dimension, laid out as ``[b_1 .. b_m, beta]``.
+    """
+
+    def _setup_family(
+        self,
+        dim: int,
+        width: int,
+        *,
+        activation: str = "relu",
+        phi: str = "elu_plus_one",
+        integration: str = "auto",
+        quadrature_nodes: int | None = None,
+        parametrization: str = "standard",
+    ) -> InitialNetwork:
+        self.width = check_width(width)
+        self.activation = lookup(HIDDEN, activation, "activation")
+        self.phi = lookup(POSITIVE, phi, "phi")
+        if integration not in _INTEGRATIONS:
+            allowed = ", ".join(repr(k) for k in _INTEGRATIONS)
+            raise ValueError(f"unknown integration {integration!r}; allowed values are {allowed}")
+        exact_available = self.activation.name == "relu" and self.phi.name == "elu_plus_one"
+        if integration == "exact" and not exact_available:
+            raise ValueError(
+                "integration='exact' needs activation='relu' and phi='elu_plus_one', got "
+                f"activation={activation!r}, phi={phi!r}; use 'gauss-legendre' or 'clenshaw-curtis'"
+            )
+        if integration == "auto":
+            integration = "exact" if exact_available else "gauss-legendre"
+        if integration == "exact" and quadrature_nodes is not None:
+            raise ValueError("quadrature_nodes applies to quadrature integration only, not 'exact'")
+        self.integration = integration
+        if integration != "exact":
+            count = (
+                DEFAULT_QUADRATURE_NODES[self.phi.name]
+                if quadrature_nodes is None
+                else quadrature_nodes
+            )
+            nodes, weights = quadrature_rule(integration, count, dtype=torch.get_default_dtype())
+            self.register_buffer("quadrature_nodes", nodes)
+            self.register_buffer("quadrature_weights", weights)
+        setting = lookup(UNCONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
+        self.parametrization = setting.name
+        init = initial_unconstrained_network(dim, width, setting)
+        self.multiplier = init.multiplier
+        self.hidden_weight = nn.Parameter(init.hidden_weight)
+        if init.train_output:
+            self.output_weight = nn.Parameter(init.output_weight)
+        else:
+            self.register_buffer("output_weight", init.output_weight)
+        return init
+
+    def _apply(self, fn, *args, **kwargs):
+        # Casting rounded nodes (float32 -> float64) would cost the rule its accuracy: recompute
+        # them in float64 and cast once to the new dtype and device.
+        super()._apply(fn, *args, **kwargs)
+        if self.integration != "exact":
+            nodes, weights = quadrature_rule(self.integration, self.quadrature_nodes.numel())
+            like = self.quadrature_nodes
+            self.quadrature_nodes = nodes.to(device=like.device, dtype=like.dtype)
+            self.quadrature_weights = weights.to(device=like.device, dtype=like.dtype)
+        return self
+
+    @property
+    def free_size(self) -> int:
+        """Numbers per dimension a conditioner provides: m hidden biases and the offset."""
+        return self.width + 1
+
+    def _initial_free(self, init: InitialNetwork) -> torch.Tensor:
+        """The element-wise transform's initial b and beta (0), shape ``(dim, free_size)``."""
+        offset = init.hidden_bias.new_zeros(len(init.hidden_bias), 1)
+        return torch.cat([init.hidden_bias, offset], -1)
+
+    def _assemble(self, hidden_bias: torch.Tensor, offset: torch.Tensor) -> UnconstrainedNetwork:
+        return UnconstrainedNetwork(
+            self.hidden_weight, hidden_bias, self.output_weight, offset, self.multiplier
+        )
+
+    def _network_from_free(self, free: torch.Tensor) -> UnconstrainedNetwork:
+        """The network whose b, beta are ``free`` (shape ``(..., dim, free_size)``)."""
+        return self._assemble(free[..., : self.width], free[..., self.width])
+
+    def _quadrature(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.integration == "exact":
+            return None
+        return self.quadrature_nodes, self.quadrature_weights
+
+    def _map_with(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
+        return unconstrained_map(x, net, self.activation, self.phi, self._quadrature())
+
+    def _log_derivative_with(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
+        return unconstrained_log_derivative(x, net, self.activation, self.phi)
+
+    def _solve_with(self, y: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
+        rho, phi, quadrature = self.activation, self.phi, self._quadrature()
+        y = y.expand(torch.broadcast_shapes(y.shape, net.offset.shape))
+
+        def value(x: torch.Tensor) -> torch.Tensor:
+            return unconstrained_map(x, net, rho, phi, quadrature)
+
+        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return value(x), torch.exp(unconstrained_log_derivative(x, net, rho, phi))
+
+        start = y - net.offset  # the flow starts as the identity plus offset
+        lower, upper, found = bracket_increasing(value, y, start)
+        x, converged = solve_increasing(value_and_slope, y, lower, upper, start)
+        allowed = (
+            "the integrand's network decays to -inf at that end, so the image is bounded there"
+        )
+        hint = "" if quadrature is None else "; use more quadrature_nodes"
+        return preimage_or_error(x, y, found, allowed, converged=converged, hint=hint)
+
+
+class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
     r"""
     An element-wise monotone bijection whose per-dimension map integrates a positive function
     of a free one-hidden-layer network (an *unconstrained* flow, as in UMNN and Shah et al. 2022),
@@ -92,89 +221,30 @@ class UnconstrainedMonotone(MonotoneTransformModule):
         parametrization: str = "standard",
     ):
         super().__init__(input_dim)
-        self.width = check_width(width)
-        self.activation = lookup(HIDDEN, activation, "activation")
-        self.phi = lookup(POSITIVE, phi, "phi")
-        if integration not in _INTEGRATIONS:
-            allowed = ", ".join(repr(k) for k in _INTEGRATIONS)
-            raise ValueError(f"unknown integration {integration!r}; allowed values are {allowed}")
-        exact_available = self.activation.name == "relu" and self.phi.name == "elu_plus_one"
-        if integration == "exact" and not exact_available:
-            raise ValueError(
-                "integration='exact' needs activation='relu' and phi='elu_plus_one', got "
-                f"activation={activation!r}, phi={phi!r}; use 'gauss-legendre' or 'clenshaw-curtis'"
-            )
-        if integration == "auto":
-            integration = "exact" if exact_available else "gauss-legendre"
-        if integration == "exact" and quadrature_nodes is not None:
-            raise ValueError("quadrature_nodes applies to quadrature integration only, not 'exact'")
-        self.integration = integration
-        if integration != "exact":
-            count = (
-                DEFAULT_QUADRATURE_NODES[self.phi.name]
-                if quadrature_nodes is None
-                else quadrature_nodes
-            )
-            nodes, weights = quadrature_rule(integration, count, dtype=torch.get_default_dtype())
-            self.register_buffer("quadrature_nodes", nodes)
-            self.register_buffer("quadrature_weights", weights)
-        setting = lookup(UNCONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
-        self.parametrization = setting.name
-        init = initial_unconstrained_network(input_dim, width, setting)
-        self.multiplier = init.multiplier
-        self.hidden_weight = nn.Parameter(init.hidden_weight)
+        init = self._setup_family(
+            input_dim,
+            width,
+            activation=activation,
+            phi=phi,
+            integration=integration,
+            quadrature_nodes=quadrature_nodes,
+            parametrization=parametrization,
+        )
         self.hidden_bias = nn.Parameter(init.hidden_bias)
-        if init.train_output:
-            self.output_weight = nn.Parameter(init.output_weight)
-        else:
-            self.register_buffer("output_weight", init.output_weight)
         self.offset = nn.Parameter(torch.zeros(input_dim))
-
-    def _apply(self, fn, *args, **kwargs):
-        # Casting rounded nodes (float32 -> float64) would cost the rule its accuracy: recompute
-        # them in float64 and cast once to the new dtype and device.
-        super()._apply(fn, *args, **kwargs)
-        if self.integration != "exact":
-            nodes, weights = quadrature_rule(self.integration, self.quadrature_nodes.numel())
-            like = self.quadrature_nodes
-            self.quadrature_nodes = nodes.to(device=like.device, dtype=like.dtype)
-            self.quadrature_weights = weights.to(device=like.device, dtype=like.dtype)
-        return self
 
     def network(self) -> UnconstrainedNetwork:
         """The current parameters as an :class:`~pyro_overparam_flows.maps.UnconstrainedNetwork`."""
-        return UnconstrainedNetwork(
-            self.hidden_weight, self.hidden_bias, self.output_weight, self.offset, self.multiplier
-        )
-
-    def _quadrature(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.integration == "exact":
-            return None
-        return self.quadrature_nodes, self.quadrature_weights
+        return self._assemble(self.hidden_bias, self.offset)
 
     def _map(self, x: torch.Tensor) -> torch.Tensor:
-        return unconstrained_map(x, self.network(), self.activation, self.phi, self._quadrature())
+        return self._map_with(x, self.network())
 
     def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return unconstrained_log_derivative(x, self.network(), self.activation, self.phi)
+        return self._log_derivative_with(x, self.network())
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
-        net, rho, phi, quadrature = self.network(), self.activation, self.phi, self._quadrature()
-
-        def value(x: torch.Tensor) -> torch.Tensor:
-            return unconstrained_map(x, net, rho, phi, quadrature)
-
-        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return value(x), torch.exp(unconstrained_log_derivative(x, net, rho, phi))
-
-        start = y - net.offset  # the flow starts as the identity plus offset
-        lower, upper, found = bracket_increasing(value, y, start)
-        x, converged = solve_increasing(value_and_slope, y, lower, upper, start)
-        allowed = (
-            "the integrand's network decays to -inf at that end, so the image is bounded there"
-        )
-        hint = "" if quadrature is None else "; use more quadrature_nodes"
-        return self._preimage_or_error(x, y, found, allowed, converged=converged, hint=hint)
+        return self._solve_with(y, self.network())
 
 
 def unconstrained_monotone(input_dim: int, width: int = 64, **kwargs) -> UnconstrainedMonotone:
