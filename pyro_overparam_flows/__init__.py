@@ -1,19 +1,9 @@
 """Constrained and unconstrained one-hidden-layer normalizing flows for Pyro, with width-aware
 initialization (Shah, Deshpande, Goyal, AISTATS 2022)."""
 
-from .transforms import (
-    ConstrainedMonotone,
-    UnconstrainedMonotone,
-    constrained_monotone,
-    unconstrained_monotone,
-)
+from .transforms import *  # noqa: F403
+from .transforms import __all__ as _transforms
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ConstrainedMonotone",
-    "UnconstrainedMonotone",
-    "__version__",
-    "constrained_monotone",
-    "unconstrained_monotone",
-]
+__all__ = [*_transforms, "__version__"]

@@ -9,9 +9,19 @@ from conftest import perturb_
 
 from pyro_overparam_flows import (
     ConstrainedMonotone,
+    ConstrainedMonotoneCoupling,
     UnconstrainedMonotone,
+    UnconstrainedMonotoneAutoregressive,
+    conditional_constrained_monotone_autoregressive,
+    conditional_constrained_monotone_coupling,
+    conditional_unconstrained_monotone_autoregressive,
+    conditional_unconstrained_monotone_coupling,
     constrained_monotone,
+    constrained_monotone_autoregressive,
+    constrained_monotone_coupling,
     unconstrained_monotone,
+    unconstrained_monotone_autoregressive,
+    unconstrained_monotone_coupling,
 )
 from pyro_overparam_flows.maps import constrained_range
 from pyro_overparam_flows.numerics import quadrature_rule
@@ -154,3 +164,136 @@ def test_input_dtype_must_match_the_parameters(helper):
         ValueError, match="x has dtype torch.float64 but the transform's parameters"
     ):
         transform(torch.zeros(2, 1, dtype=torch.float64))
+
+
+MULTIVARIATE_HELPERS = [
+    constrained_monotone_autoregressive,
+    unconstrained_monotone_autoregressive,
+    constrained_monotone_coupling,
+    unconstrained_monotone_coupling,
+    lambda d, **kw: conditional_constrained_monotone_autoregressive(d, 2, **kw),
+    lambda d, **kw: conditional_unconstrained_monotone_autoregressive(d, 2, **kw),
+    lambda d, **kw: conditional_constrained_monotone_coupling(d, 2, **kw),
+    lambda d, **kw: conditional_unconstrained_monotone_coupling(d, 2, **kw),
+]
+
+
+@pytest.mark.parametrize("helper", MULTIVARIATE_HELPERS)
+@pytest.mark.parametrize("width", [0, 2.5, True])
+def test_multivariate_width_must_be_a_positive_integer(helper, width):
+    with pytest.raises(ValueError, match=r"width must be an integer >= 1"):
+        helper(3, width=width)
+
+
+@pytest.mark.parametrize("helper", MULTIVARIATE_HELPERS)
+@pytest.mark.parametrize("input_dim", [0, -1, 1.5])
+def test_multivariate_input_dim_must_be_a_positive_integer(helper, input_dim):
+    with pytest.raises(ValueError, match=r"input_dim must be an integer >= 1"):
+        helper(input_dim)
+
+
+@pytest.mark.parametrize(
+    "helper",
+    [conditional_unconstrained_monotone_autoregressive, conditional_constrained_monotone_coupling],
+)
+def test_context_dim_must_be_a_positive_integer(helper):
+    with pytest.raises(ValueError, match=r"context_dim must be an integer >= 1"):
+        helper(3, 0)
+
+
+@pytest.mark.parametrize("helper", MULTIVARIATE_HELPERS)
+def test_unknown_family_option(helper):
+    with pytest.raises(ValueError, match=r"unknown parametrization 'xavier'"):
+        helper(3, width=4, parametrization="xavier")
+
+
+@pytest.mark.parametrize(
+    "helper",
+    [
+        constrained_monotone_coupling,
+        unconstrained_monotone_coupling,
+        lambda d, **kw: conditional_unconstrained_monotone_coupling(d, 2, **kw),
+    ],
+)
+def test_coupling_needs_two_dimensions_and_a_split_inside(helper):
+    with pytest.raises(ValueError, match=r"coupling transform needs input_dim >= 2"):
+        helper(1)
+    for split_dim in (0, 4, 7, -1):
+        with pytest.raises(ValueError, match=r"split_dim must satisfy 1 <= split_dim < input_dim"):
+            helper(4, split_dim=split_dim)
+    with pytest.raises(ValueError, match=r"split_dim must be an integer"):
+        helper(4, split_dim=1.5)
+
+
+@pytest.mark.parametrize(
+    "helper",
+    [
+        conditional_constrained_monotone_autoregressive,
+        conditional_unconstrained_monotone_autoregressive,
+        conditional_constrained_monotone_coupling,
+        conditional_unconstrained_monotone_coupling,
+    ],
+)
+def test_context_of_the_wrong_size_or_kind(helper):
+    transform = helper(3, 2, width=4)
+    x = torch.randn(5, 3)
+    with pytest.raises(
+        ValueError, match=r"context must have shape \(\.\.\., 2\).*got shape \(5, 3\)"
+    ):
+        transform.condition(torch.randn(5, 3))
+    with pytest.raises(ValueError, match=r"context must have shape"):
+        transform.condition(torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"context must be a floating-point torch.Tensor"):
+        transform.condition([0.0, 1.0])
+    with pytest.raises(ValueError, match=r"context contains NaN"):
+        transform.condition(torch.tensor([0.0, float("nan")]))
+    with pytest.raises(
+        ValueError,
+        match=r"batch shape \(4,\) does not broadcast against the input's batch shape \(5,\)",
+    ):
+        transform.condition(torch.randn(4, 2))(x)  # batch 4 against batch 5
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 3\)"):
+        transform.condition(torch.randn(2))(torch.randn(5, 4))
+
+
+@pytest.mark.parametrize("helper", MULTIVARIATE_HELPERS)
+def test_multivariate_input_checks(helper):
+    transform = helper(3, width=4)
+    transform = (
+        transform.condition(torch.zeros(2)) if hasattr(transform, "condition") else transform
+    )
+    with pytest.raises(ValueError, match=r"x must have shape \(\.\.\., 3\)"):
+        transform(torch.randn(5, 2))
+    with pytest.raises(ValueError, match=r"x contains NaN or infinite values"):
+        transform(torch.tensor([[0.0, float("inf"), 1.0]]))
+    with pytest.raises(ValueError, match=r"y contains NaN or infinite values"):
+        transform.inv(torch.tensor([[0.0, float("nan"), 1.0]]))
+
+
+def test_conditioner_with_the_wrong_output():
+    from pyro.nn import AutoRegressiveNN, DenseNN
+
+    with pytest.raises(ValueError, match=r"last layer.*with bias and 21 outputs"):
+        UnconstrainedMonotoneAutoregressive(3, AutoRegressiveNN(3, [9], param_dims=[5]), 6)
+    transform = UnconstrainedMonotoneAutoregressive(
+        3, AutoRegressiveNN(3, [9], param_dims=[5]), 6, init_conditioner=False
+    )
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 7, 3\).*got \(4, 5, 3\)"):
+        transform(torch.randn(4, 3))
+    coupling = ConstrainedMonotoneCoupling(
+        4, 2, DenseNN(2, [8], param_dims=[10]), 4, init_conditioner=False
+    )
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 12\).*got \(4, 10\)"):
+        coupling(torch.randn(4, 4))
+    with pytest.raises(ValueError, match=r"expose its variable order"):
+        UnconstrainedMonotoneAutoregressive(3, torch.nn.Linear(3, 21), 6)
+    with pytest.raises(ValueError, match=r"init_conditioner must be True or False"):
+        UnconstrainedMonotoneAutoregressive(
+            3, AutoRegressiveNN(3, [9], param_dims=[7]), 6, init_conditioner="yes"
+        )
+
+
+def test_autoregressive_inverse_outside_the_range_names_the_coordinate():
+    transform = constrained_monotone_autoregressive(2, width=4, tail=False)
+    with pytest.raises(ValueError, match=r"coordinate \d: inverse asked outside the range"):
+        transform.inv(torch.tensor([[1e3, 0.0]]))

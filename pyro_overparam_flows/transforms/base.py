@@ -13,6 +13,7 @@ from ..numerics.root_finding import DEFAULT_MAX_ITERATIONS
 __all__ = [
     "MonotoneBase",
     "MonotoneTransformModule",
+    "check_input_dim",
     "check_width",
     "preimage_or_error",
     "validation_enabled",
@@ -66,6 +67,12 @@ def validation_enabled() -> bool:
     return bool(torch.distributions.Distribution._validate_args)
 
 
+def check_input_dim(value: object, name: str = "input_dim") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
 def check_width(width: object) -> int:
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an integer >= 1, got {width!r}")
@@ -82,8 +89,7 @@ class MonotoneBase(TransformModule):
     autoregressive = False
 
     def __init__(self, input_dim: int):
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim < 1:
-            raise ValueError(f"input_dim must be an integer >= 1, got {input_dim!r}")
+        check_input_dim(input_dim)
         super().__init__(cache_size=1)
         self.input_dim = input_dim
         self._cache_state: tuple = ()

@@ -1,0 +1,373 @@
+r"""Monotone flows whose per-dimension networks take part of their parameters from a conditioner
+(design.md section 4).
+
+Each dimension d keeps its own weights (w and a, shape ``(input_dim, width)``); the hidden biases
+:math:`h_d \in \mathbb{R}^m`, the offset :math:`\beta_d` and, for constrained flows, the tail
+:math:`s_d` come from a conditioner network:
+
+* **autoregressive**: a masked network (Pyro's :class:`~pyro.nn.AutoRegressiveNN`) of
+  :math:`x_{<d}` in the network's variable order, so the Jacobian is triangular in that order.
+  For the unconstrained family the integrand of dimension d is
+  :math:`N_d(t) = c_m \sum_r a_{dr}\,\rho(w_{dr} t + h_{dr}(x_{<d}))`, the paper's
+  multi-dimensional model. The forward direction is one pass; the inverse solves one dimension
+  per pass (``input_dim`` passes, each batched over all elements).
+* **coupling**: a dense network (Pyro's :class:`~pyro.nn.DenseNN`) of the first ``split_dim``
+  coordinates gives the parameters of the others; both directions are one pass.
+* **conditional**: the same with a context vector fed to the conditioner;
+  ``.condition(context)`` returns the transform for that context, which broadcasts the context's
+  batch shape against the input's.
+
+The conditioner's output layout is ``(..., P, input_dim)`` for autoregressive networks (Pyro's
+``AutoRegressiveNN(input_dim, hidden_dims, param_dims=[P])``) and ``(..., P * (input_dim -
+split_dim))`` for coupling networks (``DenseNN(split_dim, hidden_dims, param_dims=[P * D2])``),
+with P = :attr:`free_size` numbers per dimension. By default the conditioner's last layer starts
+with zero weights and with biases equal to the element-wise flow's initialization, so at
+initialization the flow is the element-wise flow of the same parametrization: exactly the
+identity for unconstrained flows, at every width.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from pyro.distributions.conditional import ConditionalTransformModule
+from torch import nn
+
+from .base import MonotoneBase, check_input_dim, validation_enabled
+
+__all__ = [
+    "ConditionalMonotoneAutoregressive",
+    "ConditionalMonotoneCoupling",
+    "MonotoneAutoregressive",
+    "MonotoneCoupling",
+    "select_dimensions",
+    "start_conditioner_",
+]
+
+# Fields of the network tuples with a trailing width dimension (the others end at the input
+# dimension, or are not tensors).
+_UNIT_FIELDS = frozenset(
+    {"hidden_weight", "log_hidden_weight", "hidden_bias", "output_weight", "log_output_weight"}
+)
+
+
+def select_dimensions(net: NamedTuple, index: torch.Tensor) -> NamedTuple:
+    """The network of the dimensions ``index`` (a 1-D LongTensor) only."""
+
+    def pick(name: str, value):
+        if not isinstance(value, torch.Tensor):
+            return value
+        return value.index_select(-2 if name in _UNIT_FIELDS else -1, index)
+
+    return type(net)(*(pick(name, value) for name, value in zip(net._fields, net, strict=True)))
+
+
+@torch.no_grad()
+def start_conditioner_(conditioner: nn.Module, initial: torch.Tensor) -> None:
+    """Make ``conditioner`` output ``initial`` (shape ``(P, D)``, flattened row-major) for every
+    input: zero weights and ``initial`` as the bias of its last layer, zero skip connections.
+
+    :raises ValueError: if the conditioner's last layer is not a :class:`torch.nn.Linear` with
+        bias and ``initial.numel()`` outputs at ``conditioner.layers[-1]`` (as in Pyro's
+        :class:`~pyro.nn.AutoRegressiveNN` and :class:`~pyro.nn.DenseNN`).
+    """
+    layers = getattr(conditioner, "layers", None)
+    last = layers[-1] if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
+    if not isinstance(last, nn.Linear) or last.bias is None or last.out_features != initial.numel():
+        raise ValueError(
+            f"init_conditioner=True needs a conditioner whose last layer, .layers[-1], is a "
+            f"torch.nn.Linear with bias and {initial.numel()} outputs (Pyro's AutoRegressiveNN "
+            "and DenseNN built with the param_dims in the transform's docstring are); pass "
+            "init_conditioner=False to use the conditioner as it is"
+        )
+    last.weight.zero_()
+    last.bias.copy_(initial.reshape(-1))
+    skip = getattr(conditioner, "skip_layer", None)
+    if isinstance(skip, nn.Linear):
+        skip.weight.zero_()
+
+
+class _Contextual(nn.Module):
+    """A conditional network with its context bound, broadcasting the two batch shapes."""
+
+    def __init__(self, network: nn.Module, context: torch.Tensor):
+        super().__init__()
+        context_dim = getattr(network, "context_dim", None)
+        if not isinstance(context, torch.Tensor) or not context.is_floating_point():
+            raise ValueError(
+                f"context must be a floating-point torch.Tensor, got {type(context).__name__}"
+                + (f" of dtype {context.dtype}" if isinstance(context, torch.Tensor) else "")
+            )
+        if context.dim() == 0 or (context_dim is not None and context.shape[-1] != context_dim):
+            raise ValueError(
+                f"context must have shape (..., {context_dim}) (last dimension = context_dim), "
+                f"got shape {tuple(context.shape)}"
+            )
+        if validation_enabled() and not bool(torch.isfinite(context).all()):
+            raise ValueError(
+                "context contains NaN or infinite values; only finite values are allowed"
+            )
+        self.network = network
+        self.context = context
+
+    @property
+    def permutation(self) -> torch.Tensor:
+        return self.network.permutation
+
+    def forward(self, inputs: torch.Tensor):
+        try:
+            batch = torch.broadcast_shapes(inputs.shape[:-1], self.context.shape[:-1])
+        except RuntimeError:
+            raise ValueError(
+                f"the context's batch shape {tuple(self.context.shape[:-1])} does not broadcast "
+                f"against the input's batch shape {tuple(inputs.shape[:-1])}"
+            ) from None
+        return self.network(
+            inputs.expand(batch + inputs.shape[-1:]),
+            self.context.expand(batch + self.context.shape[-1:]),
+        )
+
+
+def _set_column(x: torch.Tensor, index: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+    """x with its coordinate ``index`` replaced by ``column`` (shape ``(..., 1)``), out of place,
+    the batch shapes broadcast."""
+    batch = torch.broadcast_shapes(x.shape[:-1], column.shape[:-1])
+    return x.expand(batch + x.shape[-1:]).index_copy(-1, index, column.expand(batch + (1,)))
+
+
+def _needs_graph(module: nn.Module, y: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and (
+        y.requires_grad or any(p.requires_grad for p in module.parameters())
+    )
+
+
+class _Conditioned(MonotoneBase):
+    """Shared by autoregressive and coupling flows: the family (the module holding the weights
+    and the scalar mathematics) and the network computed by the last call."""
+
+    @property
+    def _family(self):
+        return self
+
+    def _network_for(self, x: torch.Tensor):
+        cached = self._cached_network
+        if cached is not None and cached[0] is x:
+            return cached[1]
+        return self._network(x)
+
+    def _network(self, x: torch.Tensor):
+        raise NotImplementedError
+
+
+class MonotoneAutoregressive(_Conditioned):
+    """Autoregressive machinery: subclasses mix in a family (``ConstrainedFamily`` or
+    ``UnconstrainedFamily``) and give the masked conditioner as ``self.arn``."""
+
+    autoregressive = True
+
+    def __init__(self, input_dim: int, autoregressive_nn: nn.Module):
+        super().__init__(input_dim)
+        if not isinstance(getattr(autoregressive_nn, "permutation", None), torch.Tensor):
+            raise ValueError(
+                "autoregressive_nn must expose its variable order as a tensor attribute "
+                "`permutation`, as Pyro's AutoRegressiveNN does; got "
+                f"{type(autoregressive_nn).__name__}"
+            )
+        self.arn = autoregressive_nn
+
+    def _network(self, x: torch.Tensor):
+        family = self._family
+        out = self.arn(x)
+        expected = (family.free_size, self.input_dim)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"the autoregressive network must return one tensor of shape (..., {expected[0]}, "
+                f"{expected[1]}) (free_size, input_dim), as AutoRegressiveNN(input_dim, "
+                f"hidden_dims, param_dims=[{expected[0]}]) does; got {got}"
+            )
+        return family._network_from_free(out.transpose(-1, -2))
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, "x")
+        net = self._network(x)
+        self._cached_network = x, net
+        return self._family._map_with(x, net)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""log-Jacobian of the triangular map: :math:`\sum_d \log f_d'(x_d; x_{<d})`."""
+        self._refresh_cache()
+        self._check(x, "x")
+        return self._family._log_derivative_with(x, self._network_for(x)).sum(-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y, "y")
+        family, graph = self._family, _needs_graph(self, y)
+        order = self.arn.permutation
+        x = torch.zeros_like(y)
+        for position in range(self.input_dim):
+            index = order[position : position + 1]
+            # The conditioner sees the coordinates solved so far, with their graph: the Newton
+            # step below then carries the implicit function theorem's gradient through x_<d.
+            with torch.set_grad_enabled(graph):
+                net = self._network(x)
+            column_net = select_dimensions(net, index)
+            target = y.index_select(-1, index)
+            with torch.no_grad():
+                try:
+                    column = family._solve_with(target, column_net)
+                except ValueError as error:
+                    raise ValueError(f"coordinate {int(index)}: {error}") from None
+            if graph:
+                with torch.no_grad():
+                    slope = torch.exp(family._log_derivative_with(column, column_net))
+                column = column - (family._map_with(column, column_net) - target) / slope
+            x = _set_column(x, index, column)
+        # The last pass saw every x_<d, so its network is the one of the final x.
+        self._cached_network = x, net
+        return x
+
+
+def _check_split(input_dim: int, split_dim: int) -> None:
+    if input_dim < 2:
+        raise ValueError(
+            f"a coupling transform needs input_dim >= 2 (one part conditions the other), got "
+            f"{input_dim}; use the element-wise or autoregressive transform in 1-D"
+        )
+    if isinstance(split_dim, bool) or not isinstance(split_dim, int):
+        raise ValueError(f"split_dim must be an integer, got {split_dim!r}")
+    if not 1 <= split_dim < input_dim:
+        raise ValueError(
+            f"split_dim must satisfy 1 <= split_dim < input_dim = {input_dim}, got {split_dim}"
+        )
+
+
+class MonotoneCoupling(_Conditioned):
+    """Coupling machinery: subclasses mix in a family and give the dense conditioner of the
+    first ``split_dim`` coordinates as ``self.nn``."""
+
+    def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module):
+        super().__init__(input_dim)
+        _check_split(input_dim, split_dim)
+        self.split_dim = split_dim
+        self.nn = hypernet
+
+    def _network(self, x: torch.Tensor):
+        family, count = self._family, self.input_dim - self.split_dim
+        out = self.nn(x[..., : self.split_dim])
+        size = family.free_size * count
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[-1] != size:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"the coupling network must return one tensor of shape (..., {size}) (free_size "
+                f"* (input_dim - split_dim)), as DenseNN(split_dim, hidden_dims, "
+                f"param_dims=[{size}]) does; got {got}"
+            )
+        free = out.unflatten(-1, (family.free_size, count)).transpose(-1, -2)
+        return family._network_from_free(free)
+
+    def _join(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        batch = torch.broadcast_shapes(first.shape[:-1], second.shape[:-1])
+        return torch.cat(
+            [first.expand(batch + first.shape[-1:]), second.expand(batch + second.shape[-1:])], -1
+        )
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, "x")
+        net = self._network(x)
+        self._cached_network = x, net
+        return self._join(
+            x[..., : self.split_dim], self._family._map_with(x[..., self.split_dim :], net)
+        )
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""log-Jacobian of the block-triangular map: :math:`\sum_{d > k} \log f_d'(x_d; x_{1:k})`
+        with k = ``split_dim``."""
+        self._refresh_cache()
+        self._check(x, "x")
+        net = self._network_for(x)
+        return self._family._log_derivative_with(x[..., self.split_dim :], net).sum(-1)
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y, "y")
+        family, graph = self._family, _needs_graph(self, y)
+        with torch.set_grad_enabled(graph):
+            net = self._network(y)  # the first part passes through: x_1:k = y_1:k
+        target = y[..., self.split_dim :]
+        with torch.no_grad():
+            second = family._solve_with(target, net)
+        if graph:
+            with torch.no_grad():
+                slope = torch.exp(family._log_derivative_with(second, net))
+            second = second - (family._map_with(second, net) - target) / slope
+        x = self._join(y[..., : self.split_dim], second)
+        self._cached_network = x, net
+        return x
+
+
+class _ConditionedAutoregressive(MonotoneAutoregressive):
+    """A conditional autoregressive flow with its context bound (shares the parent's weights)."""
+
+    def __init__(self, parent: ConditionalMonotoneAutoregressive, context: torch.Tensor):
+        super().__init__(parent.input_dim, _Contextual(parent.nn, context))
+        self.parent = parent
+
+    @property
+    def _family(self):
+        return self.parent
+
+
+class _ConditionedCoupling(MonotoneCoupling):
+    """A conditional coupling flow with its context bound (shares the parent's weights)."""
+
+    def __init__(self, parent: ConditionalMonotoneCoupling, context: torch.Tensor):
+        super().__init__(parent.input_dim, parent.split_dim, _Contextual(parent.nn, context))
+        self.parent = parent
+
+    @property
+    def _family(self):
+        return self.parent
+
+
+class _Conditional(ConditionalTransformModule):
+    """Shared by the conditional flows: the checks of the plain ones, without a transform."""
+
+    def __init__(self, input_dim: int, network: nn.Module):
+        super().__init__()
+        self.input_dim = check_input_dim(input_dim)
+        self.nn = network
+
+
+class ConditionalMonotoneAutoregressive(_Conditional):
+    """Conditional autoregressive machinery: ``self.nn`` is a conditional masked network
+    (Pyro's :class:`~pyro.nn.ConditionalAutoRegressiveNN`); subclasses mix in a family."""
+
+    def __init__(self, input_dim: int, autoregressive_nn: nn.Module):
+        super().__init__(input_dim, autoregressive_nn)
+        if not isinstance(getattr(autoregressive_nn, "permutation", None), torch.Tensor):
+            raise ValueError(
+                "autoregressive_nn must expose its variable order as a tensor attribute "
+                "`permutation`, as Pyro's ConditionalAutoRegressiveNN does; got "
+                f"{type(autoregressive_nn).__name__}"
+            )
+
+    def condition(self, context: torch.Tensor) -> MonotoneAutoregressive:
+        """The flow for ``context`` (shape ``(..., context_dim)``), sharing this module's
+        parameters; its batch shape broadcasts against the input's."""
+        return _ConditionedAutoregressive(self, context)
+
+
+class ConditionalMonotoneCoupling(_Conditional):
+    """Conditional coupling machinery: ``self.nn`` is a conditional dense network (Pyro's
+    :class:`~pyro.nn.ConditionalDenseNN`) of the first ``split_dim`` coordinates."""
+
+    def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module):
+        super().__init__(input_dim, hypernet)
+        _check_split(input_dim, split_dim)
+        self.split_dim = split_dim
+
+    def condition(self, context: torch.Tensor) -> MonotoneCoupling:
+        """The flow for ``context`` (shape ``(..., context_dim)``), sharing this module's
+        parameters; its batch shape broadcasts against the input's."""
+        return _ConditionedCoupling(self, context)
