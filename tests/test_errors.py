@@ -273,17 +273,17 @@ def test_multivariate_input_checks(helper):
 def test_conditioner_with_the_wrong_output():
     from pyro.nn import AutoRegressiveNN, DenseNN
 
-    with pytest.raises(ValueError, match=r"last layer.*with bias and 21 outputs"):
+    with pytest.raises(ValueError, match=r"last layer.*with bias and 24 outputs"):
         UnconstrainedMonotoneAutoregressive(3, AutoRegressiveNN(3, [9], param_dims=[5]), 6)
     transform = UnconstrainedMonotoneAutoregressive(
         3, AutoRegressiveNN(3, [9], param_dims=[5]), 6, init_conditioner=False
     )
-    with pytest.raises(ValueError, match=r"shape \(\.\.\., 7, 3\).*got \(4, 5, 3\)"):
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 8, 3\).*got \(4, 5, 3\)"):
         transform(torch.randn(4, 3))
     coupling = ConstrainedMonotoneCoupling(
         4, 2, DenseNN(2, [8], param_dims=[10]), 4, init_conditioner=False
     )
-    with pytest.raises(ValueError, match=r"shape \(\.\.\., 12\).*got \(4, 10\)"):
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 14\).*got \(4, 10\)"):
         coupling(torch.randn(4, 4))
     with pytest.raises(ValueError, match=r"expose its variable order"):
         UnconstrainedMonotoneAutoregressive(3, torch.nn.Linear(3, 21), 6)

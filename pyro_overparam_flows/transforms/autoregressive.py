@@ -53,7 +53,10 @@ def _setup(
         raise ValueError(f"init_conditioner must be True or False, got {init_conditioner!r}")
     if init_conditioner:
         # Output row p of dimension d is unit p * input_dim + d: the (P, D) layout.
-        start_conditioner_(network, module._initial_free(init).T)
+        initial = module._initial_free(init)
+        if module.scale:
+            initial = torch.cat([initial, initial.new_zeros(len(initial), 1)], -1)
+        start_conditioner_(network, initial.T)
 
 
 class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressive):
@@ -66,7 +69,9 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressiv
         + s_d(x_{<d})\,x_d + \beta_d(x_{<d}),`
 
     with :math:`a, w > 0` per dimension and :math:`(h_d, \beta_d, \log s_d)` the output of
-    ``autoregressive_nn``. The Jacobian is triangular in the network's variable order and
+    ``autoregressive_nn``; with ``scale=True`` (default) the right-hand side is multiplied by
+    :math:`e^{\sigma_d(x_{<d})}`, one more output, which lets the conditioner set each
+    dimension's spread directly. The Jacobian is triangular in the network's variable order and
     :math:`\log|\det J| = \sum_d \log \partial y_d / \partial x_d`, computed in log space. The
     forward direction is one pass of the network; the inverse solves one dimension per pass
     (``input_dim`` passes of the network and of the batched Newton solver).
@@ -79,7 +84,7 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressiv
     >>> import pyro.distributions as dist
     >>> from pyro.nn import AutoRegressiveNN
     >>> input_dim, width = 3, 16
-    >>> arn = AutoRegressiveNN(input_dim, [30], param_dims=[width + 2])
+    >>> arn = AutoRegressiveNN(input_dim, [30], param_dims=[width + 3])
     >>> transform = ConstrainedMonotoneAutoregressive(input_dim, arn, width)
     >>> pyro.module("my_transform", transform)  # doctest: +SKIP
     >>> base = dist.Normal(torch.zeros(input_dim), torch.ones(input_dim)).to_event(1)
@@ -89,10 +94,12 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressiv
 
     :param int input_dim: the dimension D of the input.
     :param torch.nn.Module autoregressive_nn: a masked network returning, for x of shape
-        ``(..., D)``, a tensor of shape ``(..., P, D)`` with P = :attr:`free_size` =
-        ``width + 2`` (``width + 1`` with ``tail=False``): Pyro's
-        ``AutoRegressiveNN(D, hidden_dims, param_dims=[P])``. Its ``permutation`` is the order.
+        ``(..., D)``, a tensor of shape ``(..., P, D)`` with P = ``width + 3`` (one less without
+        tail, one less without scale): Pyro's ``AutoRegressiveNN(D, hidden_dims,
+        param_dims=[P])``. Its ``permutation`` is the order.
     :param int width: the hidden width m of each dimension's network.
+    :param bool scale: multiply each dimension's map by :math:`e^{\sigma_d(x_{<d})}`, a last
+        conditioner output (the affine part of MAF; set False for the paper's model).
     :param bool init_conditioner: start the network's last layer as described above.
     :param family: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
         ``projection_floor``, as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
@@ -104,10 +111,11 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressiv
         autoregressive_nn: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, autoregressive_nn)
+        super().__init__(input_dim, autoregressive_nn, scale)
         _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
@@ -123,8 +131,10 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, MonotoneAutoregre
         N_d(t; x_{<d}) = c_m \sum_{r=1}^m a_{dr}\,\rho\big(w_{dr} t + h_{dr}(x_{<d})\big),`
 
     with free :math:`a, w` per dimension and :math:`(h_d, \beta_d)` the output of
-    ``autoregressive_nn``. The Jacobian is triangular in the network's variable order and
-    :math:`\log|\det J| = \sum_d \log \phi(N_d(x_d; x_{<d}))`, exact whatever the integration
+    ``autoregressive_nn``; with ``scale=True`` (default) the right-hand side is multiplied by
+    :math:`e^{\sigma_d(x_{<d})}`, one more output (``scale=False`` is the paper's model). The
+    Jacobian is triangular in the network's variable order and :math:`\log|\det J| = \sum_d
+    \log \phi(N_d(x_d; x_{<d}))` (plus :math:`\sigma_d`), exact whatever the integration
     rule. With ReLU and ELU + 1 (the defaults) the integral is exact in closed form; otherwise a
     K-node quadrature whose memory does not grow with K. The inverse solves one dimension per
     pass (``input_dim`` passes of the network and of the batched Newton solver).
@@ -136,7 +146,7 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, MonotoneAutoregre
     >>> import pyro.distributions as dist
     >>> from pyro.nn import AutoRegressiveNN
     >>> input_dim, width = 3, 16
-    >>> arn = AutoRegressiveNN(input_dim, [30], param_dims=[width + 1])
+    >>> arn = AutoRegressiveNN(input_dim, [30], param_dims=[width + 2])
     >>> transform = UnconstrainedMonotoneAutoregressive(input_dim, arn, width)
     >>> x = torch.randn(5, input_dim)
     >>> torch.allclose(transform(x), x)  # the identity at initialization
@@ -148,10 +158,12 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, MonotoneAutoregre
 
     :param int input_dim: the dimension D of the input.
     :param torch.nn.Module autoregressive_nn: a masked network returning, for x of shape
-        ``(..., D)``, a tensor of shape ``(..., P, D)`` with P = :attr:`free_size` =
-        ``width + 1``: Pyro's ``AutoRegressiveNN(D, hidden_dims, param_dims=[P])``. Its
+        ``(..., D)``, a tensor of shape ``(..., P, D)`` with P = ``width + 2`` (``width + 1``
+        with ``scale=False``): Pyro's ``AutoRegressiveNN(D, hidden_dims, param_dims=[P])``. Its
         ``permutation`` is the order.
     :param int width: the hidden width m of each dimension's integrand network.
+    :param bool scale: multiply each dimension's map by :math:`e^{\sigma_d(x_{<d})}`, a last
+        conditioner output.
     :param bool init_conditioner: start the network's last layer as described above.
     :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes`` and
         ``parametrization``, as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
@@ -163,10 +175,11 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, MonotoneAutoregre
         autoregressive_nn: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, autoregressive_nn)
+        super().__init__(input_dim, autoregressive_nn, scale)
         _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
@@ -184,7 +197,7 @@ class ConditionalConstrainedMonotoneAutoregressive(
     >>> import pyro.distributions as dist
     >>> from pyro.nn import ConditionalAutoRegressiveNN
     >>> input_dim, context_dim, width = 3, 2, 16
-    >>> arn = ConditionalAutoRegressiveNN(input_dim, context_dim, [30], param_dims=[width + 2])
+    >>> arn = ConditionalAutoRegressiveNN(input_dim, context_dim, [30], param_dims=[width + 3])
     >>> transform = ConditionalConstrainedMonotoneAutoregressive(input_dim, arn, width)
     >>> base = dist.Normal(torch.zeros(input_dim), torch.ones(input_dim)).to_event(1)
     >>> flow = dist.ConditionalTransformedDistribution(base, [transform])
@@ -194,9 +207,10 @@ class ConditionalConstrainedMonotoneAutoregressive(
 
     :param int input_dim: the dimension D of the input.
     :param torch.nn.Module autoregressive_nn: Pyro's ``ConditionalAutoRegressiveNN(D,
-        context_dim, hidden_dims, param_dims=[P])`` with P = ``width + 2`` (``width + 1`` with
-        ``tail=False``), or a network with the same call signature and output.
+        context_dim, hidden_dims, param_dims=[P])`` with P = ``width + 3`` (one less without
+        tail, one less without scale), or a network with the same call signature and output.
     :param int width: the hidden width m of each dimension's network.
+    :param bool scale: as for :class:`ConstrainedMonotoneAutoregressive`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
     :param family: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
@@ -208,10 +222,11 @@ class ConditionalConstrainedMonotoneAutoregressive(
         autoregressive_nn: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, autoregressive_nn)
+        super().__init__(input_dim, autoregressive_nn, scale)
         _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
@@ -229,7 +244,7 @@ class ConditionalUnconstrainedMonotoneAutoregressive(
     >>> import pyro.distributions as dist
     >>> from pyro.nn import ConditionalAutoRegressiveNN
     >>> input_dim, context_dim, width = 3, 2, 16
-    >>> arn = ConditionalAutoRegressiveNN(input_dim, context_dim, [30], param_dims=[width + 1])
+    >>> arn = ConditionalAutoRegressiveNN(input_dim, context_dim, [30], param_dims=[width + 2])
     >>> transform = ConditionalUnconstrainedMonotoneAutoregressive(input_dim, arn, width)
     >>> base = dist.Normal(torch.zeros(input_dim), torch.ones(input_dim)).to_event(1)
     >>> flow = dist.ConditionalTransformedDistribution(base, [transform])
@@ -239,9 +254,10 @@ class ConditionalUnconstrainedMonotoneAutoregressive(
 
     :param int input_dim: the dimension D of the input.
     :param torch.nn.Module autoregressive_nn: Pyro's ``ConditionalAutoRegressiveNN(D,
-        context_dim, hidden_dims, param_dims=[width + 1])``, or a network with the same call
-        signature and output.
+        context_dim, hidden_dims, param_dims=[width + 2])`` (``width + 1`` with
+        ``scale=False``), or a network with the same call signature and output.
     :param int width: the hidden width m of each dimension's integrand network.
+    :param bool scale: as for :class:`UnconstrainedMonotoneAutoregressive`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
     :param family: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
@@ -253,18 +269,21 @@ class ConditionalUnconstrainedMonotoneAutoregressive(
         autoregressive_nn: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, autoregressive_nn)
+        super().__init__(input_dim, autoregressive_nn, scale)
         _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
 
 
-def _free_size(constrained: bool, width: int, family: dict) -> int:
+def _free_size(constrained: bool, width: int, options: dict) -> int:
+    """Numbers per dimension the conditioner of a flow built with ``options`` gives."""
     check_width(width)
-    return width + 1 + int(constrained and family.get("tail", True) is True)
+    tail = constrained and options.get("tail", True) is True
+    return width + 1 + int(tail) + int(options.get("scale", True) is True)
 
 
 def _default_hidden_dims(input_dim: int, hidden_dims: list[int] | None) -> list[int]:

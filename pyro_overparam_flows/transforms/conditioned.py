@@ -40,6 +40,7 @@ __all__ = [
     "ConditionalMonotoneAutoregressive",
     "ConditionalMonotoneCoupling",
     "MonotoneAutoregressive",
+    "Conditioning",
     "MonotoneCoupling",
     "select_dimensions",
     "start_conditioner_",
@@ -142,22 +143,79 @@ def _needs_graph(module: nn.Module, y: torch.Tensor) -> bool:
     )
 
 
+class Conditioning(NamedTuple):
+    """What a conditioner gives each dimension: the scalar network (hidden biases, offset, tail
+    filled in) and, with ``scale=True``, a log-scale applied after the monotone map."""
+
+    network: NamedTuple
+    log_scale: torch.Tensor | None
+
+
+def _check_scale(scale: object) -> bool:
+    if not isinstance(scale, bool):
+        raise ValueError(f"scale must be True or False, got {scale!r}")
+    return scale
+
+
 class _Conditioned(MonotoneBase):
-    """Shared by autoregressive and coupling flows: the family (the module holding the weights
-    and the scalar mathematics) and the network computed by the last call."""
+    r"""Shared by autoregressive and coupling flows: the family (the module holding the weights
+    and the scalar mathematics), the optional conditioned scale, and the conditioning computed
+    by the last call.
+
+    With a scale, dimension d maps as :math:`y_d = e^{\sigma_d} f_d(x_d)`, f_d the family's
+    map (offset included) and :math:`\sigma_d` the conditioner's last number for d.
+    """
+
+    def __init__(self, input_dim: int, scale: bool):
+        super().__init__(input_dim)
+        self.scale = _check_scale(scale)
 
     @property
     def _family(self):
         return self
 
-    def _network_for(self, x: torch.Tensor):
+    @property
+    def _free_count(self) -> int:
+        return self._family.free_size + int(self.scale)
+
+    def _conditioning(self, free: torch.Tensor) -> Conditioning:
+        """Split the conditioner's numbers, shape ``(..., dims, P)``, into network and scale."""
+        family = self._family
+        if self.scale:
+            return Conditioning(family._network_from_free(free[..., :-1]), free[..., -1])
+        return Conditioning(family._network_from_free(free), None)
+
+    def _conditioning_for(self, x: torch.Tensor) -> Conditioning:
         cached = self._cached_network
         if cached is not None and cached[0] is x:
             return cached[1]
-        return self._network(x)
+        return self._condition_on(x)
 
-    def _network(self, x: torch.Tensor):
+    def _condition_on(self, x: torch.Tensor) -> Conditioning:
         raise NotImplementedError
+
+    def _apply_map(self, x: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+        y = self._family._map_with(x, conditioning.network)
+        return y if conditioning.log_scale is None else y * torch.exp(conditioning.log_scale)
+
+    def _log_slope(self, x: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+        log_slope = self._family._log_derivative_with(x, conditioning.network)
+        return log_slope if conditioning.log_scale is None else log_slope + conditioning.log_scale
+
+    def _solve_given(self, y: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+        """The preimage of y under the map of ``conditioning`` (with gradient, if on)."""
+        with torch.no_grad():
+            target = y
+            if conditioning.log_scale is not None:
+                target = y * torch.exp(-conditioning.log_scale)
+            x = self._family._solve_with(target, conditioning.network)
+        if torch.is_grad_enabled():
+            # One Newton step with the graph: its value is the root, its gradient the implicit
+            # function theorem's, through the conditioning too.
+            with torch.no_grad():
+                slope = torch.exp(self._log_slope(x, conditioning))
+            x = x - (self._apply_map(x, conditioning) - y) / slope
+        return x
 
 
 class MonotoneAutoregressive(_Conditioned):
@@ -166,8 +224,8 @@ class MonotoneAutoregressive(_Conditioned):
 
     autoregressive = True
 
-    def __init__(self, input_dim: int, autoregressive_nn: nn.Module):
-        super().__init__(input_dim)
+    def __init__(self, input_dim: int, autoregressive_nn: nn.Module, scale: bool = True):
+        super().__init__(input_dim, scale)
         if not isinstance(getattr(autoregressive_nn, "permutation", None), torch.Tensor):
             raise ValueError(
                 "autoregressive_nn must expose its variable order as a tensor attribute "
@@ -176,56 +234,54 @@ class MonotoneAutoregressive(_Conditioned):
             )
         self.arn = autoregressive_nn
 
-    def _network(self, x: torch.Tensor):
-        family = self._family
+    def _condition_on(self, x: torch.Tensor) -> Conditioning:
         out = self.arn(x)
-        expected = (family.free_size, self.input_dim)
+        expected = (self._free_count, self.input_dim)
         if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
                 f"the autoregressive network must return one tensor of shape (..., {expected[0]}, "
-                f"{expected[1]}) (free_size, input_dim), as AutoRegressiveNN(input_dim, "
-                f"hidden_dims, param_dims=[{expected[0]}]) does; got {got}"
+                f"{expected[1]}) (numbers per dimension, input_dim), as AutoRegressiveNN("
+                f"input_dim, hidden_dims, param_dims=[{expected[0]}]) does; got {got}"
             )
-        return family._network_from_free(out.transpose(-1, -2))
+        return self._conditioning(out.transpose(-1, -2))
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "x")
-        net = self._network(x)
-        self._cached_network = x, net
-        return self._family._map_with(x, net)
+        conditioning = self._condition_on(x)
+        self._cached_network = x, conditioning
+        return self._apply_map(x, conditioning)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""log-Jacobian of the triangular map: :math:`\sum_d \log f_d'(x_d; x_{<d})`."""
         self._refresh_cache()
         self._check(x, "x")
-        return self._family._log_derivative_with(x, self._network_for(x)).sum(-1)
+        return self._log_slope(x, self._conditioning_for(x)).sum(-1)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         self._check(y, "y")
-        family, graph = self._family, _needs_graph(self, y)
+        graph = _needs_graph(self, y)
         order = self.arn.permutation
         x = torch.zeros_like(y)
-        for position in range(self.input_dim):
-            index = order[position : position + 1]
-            # The conditioner sees the coordinates solved so far, with their graph: the Newton
-            # step below then carries the implicit function theorem's gradient through x_<d.
-            with torch.set_grad_enabled(graph):
-                net = self._network(x)
-            column_net = select_dimensions(net, index)
-            target = y.index_select(-1, index)
-            with torch.no_grad():
+        with torch.set_grad_enabled(graph):
+            for position in range(self.input_dim):
+                index = order[position : position + 1]
+                # The conditioner sees the coordinates solved so far, with their graph, so the
+                # Newton step of the solve carries the gradient through x_<d as well.
+                conditioning = self._condition_on(x)
+                column = Conditioning(
+                    select_dimensions(conditioning.network, index),
+                    None
+                    if conditioning.log_scale is None
+                    else conditioning.log_scale.index_select(-1, index),
+                )
                 try:
-                    column = family._solve_with(target, column_net)
+                    solved = self._solve_given(y.index_select(-1, index), column)
                 except ValueError as error:
                     raise ValueError(f"coordinate {int(index)}: {error}") from None
-            if graph:
-                with torch.no_grad():
-                    slope = torch.exp(family._log_derivative_with(column, column_net))
-                column = column - (family._map_with(column, column_net) - target) / slope
-            x = _set_column(x, index, column)
-        # The last pass saw every x_<d, so its network is the one of the final x.
-        self._cached_network = x, net
+                x = _set_column(x, index, solved)
+        # The last pass saw every x_<d, so its conditioning is the one of the final x.
+        self._cached_network = x, conditioning
         return x
 
 
@@ -247,25 +303,24 @@ class MonotoneCoupling(_Conditioned):
     """Coupling machinery: subclasses mix in a family and give the dense conditioner of the
     first ``split_dim`` coordinates as ``self.nn``."""
 
-    def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module):
-        super().__init__(input_dim)
+    def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module, scale: bool = True):
+        super().__init__(input_dim, scale)
         _check_split(input_dim, split_dim)
         self.split_dim = split_dim
         self.nn = hypernet
 
-    def _network(self, x: torch.Tensor):
-        family, count = self._family, self.input_dim - self.split_dim
+    def _condition_on(self, x: torch.Tensor) -> Conditioning:
+        count = self.input_dim - self.split_dim
         out = self.nn(x[..., : self.split_dim])
-        size = family.free_size * count
+        size = self._free_count * count
         if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[-1] != size:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(
-                f"the coupling network must return one tensor of shape (..., {size}) (free_size "
-                f"* (input_dim - split_dim)), as DenseNN(split_dim, hidden_dims, "
+                f"the coupling network must return one tensor of shape (..., {size}) (numbers "
+                f"per dimension * (input_dim - split_dim)), as DenseNN(split_dim, hidden_dims, "
                 f"param_dims=[{size}]) does; got {got}"
             )
-        free = out.unflatten(-1, (family.free_size, count)).transpose(-1, -2)
-        return family._network_from_free(free)
+        return self._conditioning(out.unflatten(-1, (self._free_count, count)).transpose(-1, -2))
 
     def _join(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
         batch = torch.broadcast_shapes(first.shape[:-1], second.shape[:-1])
@@ -275,34 +330,26 @@ class MonotoneCoupling(_Conditioned):
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "x")
-        net = self._network(x)
-        self._cached_network = x, net
-        return self._join(
-            x[..., : self.split_dim], self._family._map_with(x[..., self.split_dim :], net)
-        )
+        conditioning = self._condition_on(x)
+        self._cached_network = x, conditioning
+        second = self._apply_map(x[..., self.split_dim :], conditioning)
+        return self._join(x[..., : self.split_dim], second)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        r"""log-Jacobian of the block-triangular map: :math:`\sum_{d > k} \log f_d'(x_d; x_{1:k})`
-        with k = ``split_dim``."""
+        r"""log-Jacobian of the block-triangular map: :math:`\sum_{d > k} \log f_d'(x_d;
+        x_{1:k})` with k = ``split_dim``."""
         self._refresh_cache()
         self._check(x, "x")
-        net = self._network_for(x)
-        return self._family._log_derivative_with(x[..., self.split_dim :], net).sum(-1)
+        conditioning = self._conditioning_for(x)
+        return self._log_slope(x[..., self.split_dim :], conditioning).sum(-1)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         self._check(y, "y")
-        family, graph = self._family, _needs_graph(self, y)
-        with torch.set_grad_enabled(graph):
-            net = self._network(y)  # the first part passes through: x_1:k = y_1:k
-        target = y[..., self.split_dim :]
-        with torch.no_grad():
-            second = family._solve_with(target, net)
-        if graph:
-            with torch.no_grad():
-                slope = torch.exp(family._log_derivative_with(second, net))
-            second = second - (family._map_with(second, net) - target) / slope
-        x = self._join(y[..., : self.split_dim], second)
-        self._cached_network = x, net
+        with torch.set_grad_enabled(_needs_graph(self, y)):
+            conditioning = self._condition_on(y)  # the first part passes through: x_1:k = y_1:k
+            second = self._solve_given(y[..., self.split_dim :], conditioning)
+            x = self._join(y[..., : self.split_dim], second)
+        self._cached_network = x, conditioning
         return x
 
 
@@ -310,7 +357,7 @@ class _ConditionedAutoregressive(MonotoneAutoregressive):
     """A conditional autoregressive flow with its context bound (shares the parent's weights)."""
 
     def __init__(self, parent: ConditionalMonotoneAutoregressive, context: torch.Tensor):
-        super().__init__(parent.input_dim, _Contextual(parent.nn, context))
+        super().__init__(parent.input_dim, _Contextual(parent.nn, context), parent.scale)
         self.parent = parent
 
     @property
@@ -322,7 +369,9 @@ class _ConditionedCoupling(MonotoneCoupling):
     """A conditional coupling flow with its context bound (shares the parent's weights)."""
 
     def __init__(self, parent: ConditionalMonotoneCoupling, context: torch.Tensor):
-        super().__init__(parent.input_dim, parent.split_dim, _Contextual(parent.nn, context))
+        super().__init__(
+            parent.input_dim, parent.split_dim, _Contextual(parent.nn, context), parent.scale
+        )
         self.parent = parent
 
     @property
@@ -333,18 +382,23 @@ class _ConditionedCoupling(MonotoneCoupling):
 class _Conditional(ConditionalTransformModule):
     """Shared by the conditional flows: the checks of the plain ones, without a transform."""
 
-    def __init__(self, input_dim: int, network: nn.Module):
+    def __init__(self, input_dim: int, network: nn.Module, scale: bool):
         super().__init__()
         self.input_dim = check_input_dim(input_dim)
+        self.scale = _check_scale(scale)
         self.nn = network
+
+    @property
+    def _free_count(self) -> int:
+        return self.free_size + int(self.scale)
 
 
 class ConditionalMonotoneAutoregressive(_Conditional):
     """Conditional autoregressive machinery: ``self.nn`` is a conditional masked network
     (Pyro's :class:`~pyro.nn.ConditionalAutoRegressiveNN`); subclasses mix in a family."""
 
-    def __init__(self, input_dim: int, autoregressive_nn: nn.Module):
-        super().__init__(input_dim, autoregressive_nn)
+    def __init__(self, input_dim: int, autoregressive_nn: nn.Module, scale: bool = True):
+        super().__init__(input_dim, autoregressive_nn, scale)
         if not isinstance(getattr(autoregressive_nn, "permutation", None), torch.Tensor):
             raise ValueError(
                 "autoregressive_nn must expose its variable order as a tensor attribute "
@@ -362,8 +416,8 @@ class ConditionalMonotoneCoupling(_Conditional):
     """Conditional coupling machinery: ``self.nn`` is a conditional dense network (Pyro's
     :class:`~pyro.nn.ConditionalDenseNN`) of the first ``split_dim`` coordinates."""
 
-    def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module):
-        super().__init__(input_dim, hypernet)
+    def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module, scale: bool = True):
+        super().__init__(input_dim, hypernet, scale)
         _check_split(input_dim, split_dim)
         self.split_dim = split_dim
 

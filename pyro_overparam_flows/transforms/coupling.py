@@ -51,7 +51,10 @@ def _setup(
         raise ValueError(f"init_conditioner must be True or False, got {init_conditioner!r}")
     if init_conditioner:
         # Output unit p * (D - split_dim) + j holds number p of transformed coordinate j.
-        start_conditioner_(network, module._initial_free(init).T)
+        initial = module._initial_free(init)
+        if module.scale:
+            initial = torch.cat([initial, initial.new_zeros(len(initial), 1)], -1)
+        start_conditioner_(network, initial.T)
 
 
 class ConstrainedMonotoneCoupling(ConstrainedFamily, MonotoneCoupling):
@@ -63,14 +66,15 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, MonotoneCoupling):
         :math:`y_{1:k} = x_{1:k}, \qquad y_d = c_m \sum_{r=1}^m a_{dr}\,\sigma\big(w_{dr} x_d
         + h_{dr}(x_{1:k})\big) + s_d(x_{1:k})\,x_d + \beta_d(x_{1:k}) \quad (d > k),`
 
-    with k = ``split_dim``. The Jacobian is block triangular, :math:`\log|\det J| = \sum_{d>k}
+    with k = ``split_dim``, the right-hand side multiplied by :math:`e^{\sigma_d(x_{1:k})}` with
+    ``scale=True`` (default). The Jacobian is block triangular, :math:`\log|\det J| = \sum_{d>k}
     \log \partial y_d / \partial x_d`; both directions take one pass of the network (the
     inverse one batched Newton solve).
 
     >>> import pyro.distributions as dist
     >>> from pyro.nn import DenseNN
     >>> input_dim, split_dim, width = 4, 2, 16
-    >>> hypernet = DenseNN(split_dim, [20], param_dims=[(width + 2) * (input_dim - split_dim)])
+    >>> hypernet = DenseNN(split_dim, [20], param_dims=[(width + 3) * (input_dim - split_dim)])
     >>> transform = ConstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width)
     >>> base = dist.Normal(torch.zeros(input_dim), torch.ones(input_dim)).to_event(1)
     >>> flow = dist.TransformedDistribution(base, [transform])
@@ -81,9 +85,11 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, MonotoneCoupling):
     :param int split_dim: k, the number of leading coordinates that condition the others,
         ``1 <= k < D``.
     :param torch.nn.Module hypernet: a network of x_{1:k} returning a tensor of shape
-        ``(..., P * (D - k))`` with P = :attr:`free_size` = ``width + 2`` (``width + 1`` with
-        ``tail=False``): Pyro's ``DenseNN(k, hidden_dims, param_dims=[P * (D - k)])``.
+        ``(..., P * (D - k))`` with P = ``width + 3`` (one less without tail, one less without
+        scale): Pyro's ``DenseNN(k, hidden_dims, param_dims=[P * (D - k)])``.
     :param int width: the hidden width m of each coordinate's network.
+    :param bool scale: multiply each coordinate's map by :math:`e^{\sigma_d(x_{1:k})}`, a last
+        conditioner output.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases (the flow starts element-wise).
     :param family: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
@@ -97,10 +103,11 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, MonotoneCoupling):
         hypernet: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, split_dim, hypernet)
+        super().__init__(input_dim, split_dim, hypernet, scale)
         _setup(self, split_dim, hypernet, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
@@ -114,15 +121,16 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, MonotoneCoupling):
 
         :math:`y_{1:k} = x_{1:k}, \qquad y_d = \beta_d(x_{1:k}) + \int_0^{x_d}
         \phi\Big(c_m \sum_{r=1}^m a_{dr}\,\rho\big(w_{dr} t + h_{dr}(x_{1:k})\big)\Big)\,dt
-        \quad (d > k).`
+        \quad (d > k),`
 
-    The log-Jacobian is exact; with ReLU and ELU + 1 (the defaults) so is the integral. Both
-    directions take one pass of the network. The flow starts as the identity.
+    the right-hand side multiplied by :math:`e^{\sigma_d(x_{1:k})}` with ``scale=True``
+    (default). The log-Jacobian is exact; with ReLU and ELU + 1 (the defaults) so is the
+    integral. Both directions take one pass of the network. The flow starts as the identity.
 
     >>> import pyro.distributions as dist
     >>> from pyro.nn import DenseNN
     >>> input_dim, split_dim, width = 4, 2, 16
-    >>> hypernet = DenseNN(split_dim, [20], param_dims=[(width + 1) * (input_dim - split_dim)])
+    >>> hypernet = DenseNN(split_dim, [20], param_dims=[(width + 2) * (input_dim - split_dim)])
     >>> transform = UnconstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width)
     >>> x = torch.randn(5, input_dim)
     >>> torch.allclose(transform(x), x)  # the identity at initialization
@@ -131,9 +139,11 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, MonotoneCoupling):
     :param int input_dim: the dimension D of the input (at least 2).
     :param int split_dim: k, the number of leading coordinates that condition the others,
         ``1 <= k < D``.
-    :param torch.nn.Module hypernet: Pyro's ``DenseNN(k, hidden_dims, param_dims=[(width + 1) *
-        (D - k)])``, or a network with the same output.
+    :param torch.nn.Module hypernet: Pyro's ``DenseNN(k, hidden_dims, param_dims=[(width + 2) *
+        (D - k)])`` (``width + 1`` with ``scale=False``), or a network with the same output.
     :param int width: the hidden width m of each coordinate's integrand network.
+    :param bool scale: multiply each coordinate's map by :math:`e^{\sigma_d(x_{1:k})}`, a last
+        conditioner output.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
     :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes`` and
@@ -147,10 +157,11 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, MonotoneCoupling):
         hypernet: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, split_dim, hypernet)
+        super().__init__(input_dim, split_dim, hypernet, scale)
         _setup(self, split_dim, hypernet, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
@@ -165,7 +176,7 @@ class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalMonot
     >>> from pyro.nn import ConditionalDenseNN
     >>> input_dim, split_dim, context_dim, width = 4, 2, 3, 16
     >>> hypernet = ConditionalDenseNN(
-    ...     split_dim, context_dim, [20], param_dims=[(width + 2) * (input_dim - split_dim)]
+    ...     split_dim, context_dim, [20], param_dims=[(width + 3) * (input_dim - split_dim)]
     ... )
     >>> transform = ConditionalConstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width)
     >>> transform.condition(torch.randn(context_dim))(torch.randn(5, input_dim)).shape
@@ -174,8 +185,10 @@ class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalMonot
     :param int input_dim: the dimension D of the input (at least 2).
     :param int split_dim: k, ``1 <= k < D``.
     :param torch.nn.Module hypernet: Pyro's ``ConditionalDenseNN(k, context_dim, hidden_dims,
-        param_dims=[P * (D - k)])`` with P = ``width + 2`` (``width + 1`` with ``tail=False``).
+        param_dims=[P * (D - k)])`` with P = ``width + 3`` (one less without tail, one less
+        without scale).
     :param int width: the hidden width m of each coordinate's network.
+    :param bool scale: as for :class:`ConstrainedMonotoneCoupling`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
     :param family: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
@@ -188,10 +201,11 @@ class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalMonot
         hypernet: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, split_dim, hypernet)
+        super().__init__(input_dim, split_dim, hypernet, scale)
         _setup(self, split_dim, hypernet, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
@@ -206,7 +220,7 @@ class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalM
     >>> from pyro.nn import ConditionalDenseNN
     >>> input_dim, split_dim, context_dim, width = 4, 2, 3, 16
     >>> hypernet = ConditionalDenseNN(
-    ...     split_dim, context_dim, [20], param_dims=[(width + 1) * (input_dim - split_dim)]
+    ...     split_dim, context_dim, [20], param_dims=[(width + 2) * (input_dim - split_dim)]
     ... )
     >>> transform = ConditionalUnconstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width)
     >>> transform.condition(torch.randn(context_dim))(torch.randn(5, input_dim)).shape
@@ -215,8 +229,9 @@ class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalM
     :param int input_dim: the dimension D of the input (at least 2).
     :param int split_dim: k, ``1 <= k < D``.
     :param torch.nn.Module hypernet: Pyro's ``ConditionalDenseNN(k, context_dim, hidden_dims,
-        param_dims=[(width + 1) * (D - k)])``.
+        param_dims=[(width + 2) * (D - k)])`` (``width + 1`` with ``scale=False``).
     :param int width: the hidden width m of each coordinate's integrand network.
+    :param bool scale: as for :class:`UnconstrainedMonotoneCoupling`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
     :param family: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
@@ -229,10 +244,11 @@ class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalM
         hypernet: torch.nn.Module,
         width: int = 64,
         *,
+        scale: bool = True,
         init_conditioner: bool = True,
         **family: Any,
     ):
-        super().__init__(input_dim, split_dim, hypernet)
+        super().__init__(input_dim, split_dim, hypernet, scale)
         _setup(self, split_dim, hypernet, width, init_conditioner, family)
 
     __doc__ += _REFERENCES
