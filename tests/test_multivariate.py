@@ -415,3 +415,23 @@ def test_declared_properties():
         assert transform.codomain is constraints.real_vector
     # The conditioned transform shares the conditional module's parameters.
     assert {id(p) for p in conditional.parameters()} == {id(p) for p in conditioned.parameters()}
+
+
+@pytest.mark.parametrize("name", list(KINDS))
+def test_on_device_matches_cpu(name, device):
+    module, conditional = build(name, 3, torch.float64)
+    x, context = inputs((4,), 3, torch.float64, conditional)
+    reference = bound(module, conditional, context)
+    with torch.no_grad():
+        expected_y = reference(x)
+        expected_log_det = reference.log_abs_det_jacobian(x, expected_y)
+    moved = copy.deepcopy(module).to(device)
+    transform = bound(moved, conditional, None if context is None else context.to(device))
+    with torch.no_grad():
+        y = transform(x.to(device))
+        log_det = transform.log_abs_det_jacobian(x.to(device), y)
+        x_back = transform.inv(y.clone())
+    assert y.device.type == device.type and x_back.device.type == device.type
+    torch.testing.assert_close(y.cpu(), expected_y)
+    torch.testing.assert_close(log_det.cpu(), expected_log_det)
+    torch.testing.assert_close(x_back.cpu(), x, rtol=1e-9, atol=1e-9)
