@@ -82,7 +82,7 @@ def nuts_reference(
     samples = mcmc.get_samples()
     # Deterministic sites of a reparametrized model (the original latents) by replay.
     predictive = Predictive(model, posterior_samples=samples, return_sites=sites)
-    return {name: value.reshape(settings.samples, -1) for name, value in predictive(*args).items()}
+    return _flatten(predictive(*args), settings.samples)
 
 
 def count_parameters(guide: Callable, model: Callable, args: tuple) -> int:
@@ -157,6 +157,13 @@ def train(model: Callable, guide: Callable, args: tuple, settings: Settings, lab
     return time.perf_counter() - start
 
 
+Features = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+def _flatten(values: dict[str, torch.Tensor], count: int) -> dict[str, torch.Tensor]:
+    return {name: value.reshape(count, -1) for name, value in values.items()}
+
+
 @torch.no_grad()
 def evaluate(
     model: Callable,
@@ -164,19 +171,23 @@ def evaluate(
     args: tuple,
     reference: dict[str, torch.Tensor],
     settings: Settings,
+    features: Features | None = None,
 ) -> dict[str, float]:
     """Final ELBO (``settings.draws`` particles) and the errors of the guide's posterior means
     (in reference standard deviations) and standard deviations (relative), RMS over every
-    scalar latent."""
+    scalar of ``features`` of the latents (the latents themselves by default)."""
     pyro.set_rng_seed(settings.seed + 1)
     estimator = Trace_ELBO(num_particles=settings.draws, vectorize_particles=True)
     elbo = -estimator.loss(model, guide, *args)
     # Draws of the guide, vectorized as Trace_ELBO's particles are (the models have one plate).
     with pyro.plate("draws", settings.draws, dim=-2):
         draws = guide(*args)
+    draws = _flatten({name: draws[name] for name in reference}, settings.draws)
+    if features is not None:
+        draws, reference = features(draws), features(reference)
     mean_errors, sd_errors = [], []
     for name, ref in reference.items():
-        value = draws[name].reshape(settings.draws, -1)
+        value = draws[name]
         ref_sd = ref.std(0)
         mean_errors.append((value.mean(0) - ref.mean(0)) / ref_sd)
         sd_errors.append(value.std(0) / ref_sd - 1.0)
@@ -191,8 +202,10 @@ def run_comparison(
     reference: dict[str, torch.Tensor],
     latent_dim: int,
     settings: Settings,
+    features: Features | None = None,
 ) -> list[dict]:
-    """Train every guide on ``model`` and print one table against the NUTS reference."""
+    """Train every guide on ``model`` and print one table against the NUTS reference
+    (compared on ``features`` of the latents, if given)."""
     guides = build_guides(model, args, latent_dim, settings)
     rows = []
     for name, (factory, count) in guides.items():

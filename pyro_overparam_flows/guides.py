@@ -64,8 +64,8 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     Each :math:`T_\ell` is an :class:`~pyro_overparam_flows.UnconstrainedMonotoneAutoregressive`
     (``family="unconstrained"``, the default, which starts as the identity so the guide starts
     as the standard Normal) or a :class:`~pyro_overparam_flows.ConstrainedMonotoneAutoregressive`
-    (``family="constrained"``). The first layer's order is the order of the model's sample
-    sites, so a latent that scales later ones (the funnel's log-scale) can condition them.
+    (``family="constrained"``). The last layer's order is the order of the model's sample
+    sites, so a latent that scales later ones (the funnel's log-scale) conditions them.
 
     Sampling and scoring are one forward pass per layer. :meth:`median` and :meth:`quantiles`
     are the coordinate-wise quantiles of the flow, estimated from ``num_summary_samples`` draws
@@ -168,7 +168,8 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         levels = torch.as_tensor(quantiles, dtype=like.dtype, device=like.device).reshape(-1)
         if not bool(((levels >= 0) & (levels <= 1)).all()):
             raise ValueError(f"quantiles must lie in [0, 1], got {quantiles!r}")
-        devices = [like.device] if like.device.type == "cuda" else []
+        # manual_seed seeds every CUDA device: restore them all.
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(0)
             draws = posterior.sample((self.num_summary_samples,))

@@ -9,6 +9,7 @@ from conftest import perturb_
 
 from pyro_overparam_flows import (
     ConstrainedMonotone,
+    ConstrainedMonotoneAutoregressive,
     ConstrainedMonotoneCoupling,
     UnconstrainedMonotone,
     UnconstrainedMonotoneAutoregressive,
@@ -293,7 +294,23 @@ def test_conditioner_with_the_wrong_output():
         )
 
 
-def test_autoregressive_inverse_outside_the_range_names_the_coordinate():
-    transform = constrained_monotone_autoregressive(2, width=4, tail=False)
-    with pytest.raises(ValueError, match=r"coordinate \d: inverse asked outside the range"):
-        transform.inv(torch.tensor([[1e3, 0.0]]))
+def test_inverse_outside_the_range_names_the_coordinate_and_its_scaled_range():
+    from pyro.nn import AutoRegressiveNN, DenseNN
+
+    arn = AutoRegressiveNN(2, [8], param_dims=[6], permutation=torch.tensor([1, 0]))
+    transform = ConstrainedMonotoneAutoregressive(2, arn, 4, tail=False)
+    with pytest.raises(ValueError, match=r"outside the range.*e\.g\. y\[0, 1\] = 1000,"):
+        transform.inv(torch.tensor([[0.0, 1e3]]))
+    hypernet = DenseNN(1, [8], param_dims=[6])
+    coupling = ConstrainedMonotoneCoupling(2, 1, hypernet, 4, tail=False)
+    with torch.no_grad():
+        hypernet.layers[-1].bias[-1] = 2.0  # log-scale 2 for coordinate 1
+    net = coupling._condition_on(torch.zeros(1, 2)).network
+    low, high = (
+        b * torch.exp(torch.tensor(2.0)) for b in constrained_range(net, coupling.activation)
+    )
+    with pytest.raises(ValueError) as error:
+        coupling.inv(torch.tensor([[0.0, 20.0]]))
+    message = str(error.value)
+    assert "y[0, 1] = 20," in message
+    assert f"({float(low.squeeze()):.8g}, {float(high.squeeze()):.8g})" in message

@@ -216,22 +216,51 @@ def test_inverse_gradient_is_the_implicit_function_theorem(name, dim):
     torch.testing.assert_close(
         inverse_jacobian, torch.linalg.inv(forward_jacobian), rtol=1e-8, atol=1e-10
     )
-    # d x / d theta for a weight of the conditioner: central differences.
-    weight = next(p for n, p in module.named_parameters() if "layers.0" in n)
+    # d x / d theta along a random direction of every parameter: central differences.
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    generator = torch.Generator().manual_seed(5)
+    direction = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in parameters]
 
     def total() -> torch.Tensor:
         return bound(module, conditional, context).inv(y.clone()).sum()
 
-    total().backward()
-    analytic = weight.grad[0, 0].clone()
+    gradients = torch.autograd.grad(total(), parameters)
+    analytic = sum(float((g * v).sum()) for g, v in zip(gradients, direction, strict=True))
     step = 1e-6
     with torch.no_grad():
-        weight[0, 0] += step
+        for p, v in zip(parameters, direction, strict=True):
+            p.add_(step * v)
         upper = total()
-        weight[0, 0] -= 2 * step
+        for p, v in zip(parameters, direction, strict=True):
+            p.sub_(2 * step * v)
         lower = total()
-        weight[0, 0] += step
-    assert float(analytic) == pytest.approx(float((upper - lower) / (2 * step)), rel=1e-5, abs=1e-8)
+        for p, v in zip(parameters, direction, strict=True):
+            p.add_(step * v)
+    assert abs(analytic) > 1e-3  # the direction moves the inverse
+    assert analytic == pytest.approx(float((upper - lower) / (2 * step)), rel=1e-5)
+
+
+def test_inverse_carries_the_gradient_to_a_context_of_frozen_flows():
+    module = perturb_(conditional_unconstrained_monotone_autoregressive(3, CONTEXT_DIM, 4, [12]))
+    module = module.double().requires_grad_(False)
+    context = torch.randn(CONTEXT_DIM, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 3, dtype=torch.float64)
+    x = module.condition(context).inv(y)
+    assert x.requires_grad
+    (gradient,) = torch.autograd.grad(x.sum(), context)
+    step = 1e-6
+    with torch.no_grad():
+        numeric = torch.stack(
+            [
+                (
+                    module.condition(context + step * e).inv(y.clone()).sum()
+                    - module.condition(context - step * e).inv(y.clone()).sum()
+                )
+                / (2 * step)
+                for e in torch.eye(CONTEXT_DIM, dtype=torch.float64)
+            ]
+        )
+    torch.testing.assert_close(gradient, numeric, rtol=1e-5, atol=1e-8)
 
 
 def test_unconstrained_flows_start_as_the_identity():
@@ -248,18 +277,21 @@ def test_unconstrained_flows_start_as_the_identity():
 
 
 def test_constrained_autoregressive_starts_as_the_element_wise_flow():
-    torch.manual_seed(3)
-    transform = constrained_monotone_autoregressive(3, 8)
-    torch.manual_seed(3)
-    _ = torch.randperm(3)  # the autoregressive network draws its order first
-    x = torch.randn(5, 3)
+    transform = constrained_monotone_autoregressive(3, 8).double()
+    x = torch.randn(5, 3, dtype=torch.float64)
     net, log_scale = transform._condition_on(x)
     assert torch.equal(log_scale, torch.zeros_like(log_scale))
     for field in ("hidden_bias", "offset", "tail"):
         values = getattr(net, field)
         assert torch.equal(values, values[:1].expand_as(values)), field  # independent of x
-    element_wise = ConstrainedMonotone(3, 8)
-    assert net.tail[0].tolist() == pytest.approx(element_wise.tail.tolist())
+    # The element-wise flow with the same weights and the conditioner's biases maps alike.
+    element_wise = ConstrainedMonotone(3, 8).double()
+    with torch.no_grad():
+        element_wise.raw_hidden_weight.copy_(transform.raw_hidden_weight)
+        element_wise.raw_output_weight.copy_(transform.raw_output_weight)
+        element_wise.hidden_bias.copy_(net.hidden_bias[0])
+    torch.testing.assert_close(transform(x), element_wise(x), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(net.tail[0], element_wise.tail)  # the same initial tail, 0.5
     assert net.offset[0].tolist() == [0.0, 0.0, 0.0]
 
 

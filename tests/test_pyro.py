@@ -9,8 +9,15 @@ import torch
 from conftest import perturb_
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
+from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
-from pyro_overparam_flows import constrained_monotone, unconstrained_monotone
+from pyro_overparam_flows import (
+    ConstrainedMonotone,
+    UnconstrainedMonotone,
+    constrained_monotone,
+    unconstrained_monotone,
+    unconstrained_monotone_autoregressive,
+)
 from pyro_overparam_flows.datasets import mixture_of_gaussians
 from pyro_overparam_flows.training import density, fit_density, negative_log_likelihood
 
@@ -132,3 +139,47 @@ def test_density_matches_pyro_param_store_after_fit():
     for name, parameter in transform.named_parameters():
         assert stored[f"flow$$${name}"] is parameter
     assert density(transform, data).log_prob(data).shape == (128,)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: UnconstrainedMonotone(1, 8),
+        lambda: ConstrainedMonotone(1, 8),
+        lambda: unconstrained_monotone_autoregressive(2, 8),
+    ],
+)
+def test_fixed_data_every_step_with_an_optimizer_that_writes_data(factory):
+    # Pyro's ClippedAdam updates p.data, which leaves version counters alone: scoring the same
+    # data tensor every step must still recompute (no stale output, no freed graph).
+    transform = factory()
+    dim = transform.input_dim
+    base = dist.Normal(torch.zeros(dim), torch.ones(dim)).to_event(1)
+    density = dist.TransformedDistribution(base, [transform.inv])
+    data = 2.0 + torch.randn(64, dim)
+    optimizer = TorchClippedAdam(transform.parameters(), lr=0.05)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = -density.log_prob(data).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0]
+    with torch.no_grad():
+        fresh = -dist.TransformedDistribution(base, [transform.inv]).log_prob(data.clone()).mean()
+        cached = -density.log_prob(data).mean()
+    assert float(cached) == pytest.approx(float(fresh), rel=1e-6)
+
+
+def test_cache_answers_only_the_opposite_direction_and_tracks_requires_grad():
+    transform = UnconstrainedMonotone(2, 8)
+    x = torch.randn(3, 2)
+    y = transform(x)
+    assert transform.inv(y) is x  # a sample scored: from the cache
+    assert transform(x) is not y  # the same input again: recomputed
+    transform.requires_grad_(False)
+    y = transform(x)
+    assert not y.requires_grad
+    transform.requires_grad_(True)
+    assert transform(x).requires_grad

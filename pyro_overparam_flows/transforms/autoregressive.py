@@ -68,8 +68,9 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressiv
         :math:`y_d = c_m \sum_{r=1}^m a_{dr}\,\sigma\big(w_{dr} x_d + h_{dr}(x_{<d})\big)
         + s_d(x_{<d})\,x_d + \beta_d(x_{<d}),`
 
-    with :math:`a, w > 0` per dimension and :math:`(h_d, \beta_d, \log s_d)` the output of
-    ``autoregressive_nn``; with ``scale=True`` (default) the right-hand side is multiplied by
+    with :math:`a, w > 0` per dimension and :math:`h_d`, :math:`\beta_d` and the tail
+    :math:`s_d = \mathrm{softplus}(\cdot)` given by ``autoregressive_nn``; with
+    ``scale=True`` (default) the right-hand side is multiplied by
     :math:`e^{\sigma_d(x_{<d})}`, one more output, which lets the conditioner set each
     dimension's spread directly. The Jacobian is triangular in the network's variable order and
     :math:`\log|\det J| = \sum_d \log \partial y_d / \partial x_d`, computed in log space. The

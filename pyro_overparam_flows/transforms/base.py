@@ -20,10 +20,14 @@ __all__ = [
 ]
 
 
-def _example(y: torch.Tensor, bad: torch.Tensor, bounds) -> str:
-    """The first flagged element of y, for an error message (reads one value back)."""
+def _example(y: torch.Tensor, bad: torch.Tensor, bounds, columns) -> str:
+    """The first flagged element of y, for an error message (reads one value back); its last
+    index is shown as ``columns[index]`` when y holds some coordinates of a larger vector."""
     first = tuple(int(i) for i in bad.nonzero()[0])
-    text = f"y{list(first)} = {y[first].item():.8g}"
+    shown = list(first)
+    if columns is not None:
+        shown[-1] = int(columns[first[-1]])
+    text = f"y{shown} = {y[first].item():.8g}"
     if bounds is not None:
         low, high = (v.expand_as(y)[first].item() for v in bounds)
         text += f", whose range is ({low:.8g}, {high:.8g})"
@@ -38,22 +42,24 @@ def preimage_or_error(
     bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
     converged: torch.Tensor | None = None,
     hint: str = "",
+    columns: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """x where a preimage was found (and the solver converged); elsewhere a ValueError
     (validation on) or NaN (off).
 
-    ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval.
+    ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval;
+    ``columns`` (the coordinates y holds, when it is part of a larger vector) its position.
     """
     ok = found if converged is None else found & converged
     if validation_enabled() and not bool(ok.all()):
         if not bool(found.all()):
             raise ValueError(
                 f"inverse asked outside the range of the map: {int((~found).sum())} value(s) "
-                f"of y have no preimage (e.g. {_example(y, ~found, bounds)}); {allowed}"
+                f"of y have no preimage (e.g. {_example(y, ~found, bounds, columns)}); {allowed}"
             )
         raise ValueError(
             f"the inverse did not converge within {DEFAULT_MAX_ITERATIONS} Newton iterations "
-            f"for {int((~ok).sum())} value(s) of y (e.g. {_example(y, ~ok, None)}): the "
+            f"for {int((~ok).sum())} value(s) of y (e.g. {_example(y, ~ok, None, columns)}): the "
             f"computed map is not increasing there to working precision{hint}"
         )
     return torch.where(ok, x, float("nan"))
@@ -93,6 +99,8 @@ class MonotoneBase(TransformModule):
         super().__init__(cache_size=1)
         self.input_dim = input_dim
         self._cache_state: tuple = ()
+        self._cached_direction: str | None = None
+        self._cache_token: object | None = None
         # (x, network) of the last forward or inverse call of a conditioned transform, so the
         # log-det that follows does not run the conditioner again.
         self._cached_network: tuple | None = None
@@ -101,20 +109,42 @@ class MonotoneBase(TransformModule):
     def sign(self) -> int:
         return 1
 
-    # Pyro's cache is keyed on tensor identity. The same input must not get an old output back
-    # after an optimizer step (its graph is freed), after a parameter or buffer is replaced
-    # (pyro.module loading the param store, torch.func.functional_call), or when gradients are
-    # on now but were off when it was cached: drop the cache when any of these changed.
+    # Pyro's cache is keyed on tensor identity; three rules keep it from answering with a stale
+    # pair. (1) A pair answers only the opposite direction: the inverse of an output just
+    # computed (a sample scored), never the same input again (data passed every step). (2) It
+    # is dropped when a parameter or buffer was changed in place, replaced (pyro.module loading
+    # the param store, torch.func.functional_call) or switched requires_grad, or when gradients
+    # are on now but were off when it was made. (3) It is dropped once a backward pass has gone
+    # through the output, since optimizers that write ``p.data`` (Pyro's ClippedAdam) leave
+    # the version counters alone.
     def _cache_key(self) -> tuple:
         tensors = itertools.chain(self.parameters(), self.buffers())
-        return torch.is_grad_enabled(), tuple((id(t), t._version) for t in tensors)
+        return torch.is_grad_enabled(), tuple((id(t), t._version, t.requires_grad) for t in tensors)
+
+    def _forget(self) -> None:
+        self._cached_x_y = None, None
+        self._cached_network = None
+        self._cached_direction = None
 
     def _refresh_cache(self) -> None:
         key = self._cache_key()
         if key != self._cache_state:
-            self._cached_x_y = None, None
-            self._cached_network = None
+            self._forget()
             self._cache_state = key
+
+    def _remember(self, x: torch.Tensor, y: torch.Tensor, direction: str) -> None:
+        self._cached_x_y = x, y
+        self._cached_direction = direction
+        output = y if direction == "forward" else x
+        if output.requires_grad:
+            token = object()
+            self._cache_token = token
+
+            def forget_after_backward(grad: torch.Tensor) -> None:
+                if self._cache_token is token:
+                    self._forget()
+
+            output.register_hook(forget_after_backward)
 
     def __getstate__(self) -> dict:
         # The cached pair may hold non-leaf tensors of a finished graph: copies and pickles of
@@ -123,15 +153,27 @@ class MonotoneBase(TransformModule):
         state["_cached_x_y"] = None, None
         state["_cache_state"] = ()
         state["_cached_network"] = None
+        state["_cached_direction"] = None
+        state["_cache_token"] = None
         return state
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         self._refresh_cache()
-        return super().__call__(x)
+        x_old, y_old = self._cached_x_y
+        if x is x_old and self._cached_direction == "inverse":
+            return y_old
+        y = self._call(x)
+        self._remember(x, y, "forward")
+        return y
 
     def _inv_call(self, y: torch.Tensor) -> torch.Tensor:
         self._refresh_cache()
-        return super()._inv_call(y)
+        x_old, y_old = self._cached_x_y
+        if y is y_old and self._cached_direction == "forward":
+            return x_old
+        x = self._inverse(y)
+        self._remember(x, y, "inverse")
+        return x
 
     def _check(self, value: torch.Tensor, name: str) -> None:
         if not isinstance(value, torch.Tensor):

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
@@ -92,7 +93,7 @@ def start_conditioner_(conditioner: nn.Module, initial: torch.Tensor) -> None:
 class _Contextual(nn.Module):
     """A conditional network with its context bound, broadcasting the two batch shapes."""
 
-    def __init__(self, network: nn.Module, context: torch.Tensor):
+    def __init__(self, network: nn.Module, context: torch.Tensor, dtype: torch.dtype):
         super().__init__()
         context_dim = getattr(network, "context_dim", None)
         if not isinstance(context, torch.Tensor) or not context.is_floating_point():
@@ -104,6 +105,11 @@ class _Contextual(nn.Module):
             raise ValueError(
                 f"context must have shape (..., {context_dim}) (last dimension = context_dim), "
                 f"got shape {tuple(context.shape)}"
+            )
+        if context.dtype != dtype:
+            raise ValueError(
+                f"context has dtype {context.dtype} but the transform's parameters are {dtype}; "
+                f"convert one of them, e.g. context.to({dtype})"
             )
         if validation_enabled() and not bool(torch.isfinite(context).all()):
             raise ValueError(
@@ -138,8 +144,12 @@ def _set_column(x: torch.Tensor, index: torch.Tensor, column: torch.Tensor) -> t
 
 
 def _needs_graph(module: nn.Module, y: torch.Tensor) -> bool:
+    """Whether the inverse must carry gradients: to y, the parameters, or a bound context."""
+    contexts = (m.context for m in module.modules() if isinstance(m, _Contextual))
     return torch.is_grad_enabled() and (
-        y.requires_grad or any(p.requires_grad for p in module.parameters())
+        y.requires_grad
+        or any(p.requires_grad for p in module.parameters())
+        or any(c.requires_grad for c in contexts)
     )
 
 
@@ -202,13 +212,15 @@ class _Conditioned(MonotoneBase):
         log_slope = self._family._log_derivative_with(x, conditioning.network)
         return log_slope if conditioning.log_scale is None else log_slope + conditioning.log_scale
 
-    def _solve_given(self, y: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
-        """The preimage of y under the map of ``conditioning`` (with gradient, if on)."""
+    def _solve_given(
+        self, y: torch.Tensor, conditioning: Conditioning, columns: torch.Tensor
+    ) -> torch.Tensor:
+        """The preimage of y (coordinates ``columns``) under the map of ``conditioning``, with
+        gradient if on."""
         with torch.no_grad():
-            target = y
-            if conditioning.log_scale is not None:
-                target = y * torch.exp(-conditioning.log_scale)
-            x = self._family._solve_with(target, conditioning.network)
+            x = self._family._solve_with(
+                y, conditioning.network, conditioning.log_scale, columns=columns
+            )
         if torch.is_grad_enabled():
             # One Newton step with the graph: its value is the root, its gradient the implicit
             # function theorem's, through the conditioning too.
@@ -275,10 +287,7 @@ class MonotoneAutoregressive(_Conditioned):
                     if conditioning.log_scale is None
                     else conditioning.log_scale.index_select(-1, index),
                 )
-                try:
-                    solved = self._solve_given(y.index_select(-1, index), column)
-                except ValueError as error:
-                    raise ValueError(f"coordinate {int(index)}: {error}") from None
+                solved = self._solve_given(y.index_select(-1, index), column, index)
                 x = _set_column(x, index, solved)
         # The last pass saw every x_<d, so its conditioning is the one of the final x.
         self._cached_network = x, conditioning
@@ -347,7 +356,8 @@ class MonotoneCoupling(_Conditioned):
         self._check(y, "y")
         with torch.set_grad_enabled(_needs_graph(self, y)):
             conditioning = self._condition_on(y)  # the first part passes through: x_1:k = y_1:k
-            second = self._solve_given(y[..., self.split_dim :], conditioning)
+            columns = torch.arange(self.split_dim, self.input_dim, device=y.device)
+            second = self._solve_given(y[..., self.split_dim :], conditioning, columns)
             x = self._join(y[..., : self.split_dim], second)
         self._cached_network = x, conditioning
         return x
@@ -357,7 +367,9 @@ class _ConditionedAutoregressive(MonotoneAutoregressive):
     """A conditional autoregressive flow with its context bound (shares the parent's weights)."""
 
     def __init__(self, parent: ConditionalMonotoneAutoregressive, context: torch.Tensor):
-        super().__init__(parent.input_dim, _Contextual(parent.nn, context), parent.scale)
+        super().__init__(
+            parent.input_dim, _Contextual(parent.nn, context, parent._dtype()), parent.scale
+        )
         self.parent = parent
 
     @property
@@ -370,7 +382,10 @@ class _ConditionedCoupling(MonotoneCoupling):
 
     def __init__(self, parent: ConditionalMonotoneCoupling, context: torch.Tensor):
         super().__init__(
-            parent.input_dim, parent.split_dim, _Contextual(parent.nn, context), parent.scale
+            parent.input_dim,
+            parent.split_dim,
+            _Contextual(parent.nn, context, parent._dtype()),
+            parent.scale,
         )
         self.parent = parent
 
@@ -382,6 +397,10 @@ class _ConditionedCoupling(MonotoneCoupling):
 class _Conditional(ConditionalTransformModule):
     """Shared by the conditional flows: the checks of the plain ones, without a transform."""
 
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+
     def __init__(self, input_dim: int, network: nn.Module, scale: bool):
         super().__init__()
         self.input_dim = check_input_dim(input_dim)
@@ -391,6 +410,9 @@ class _Conditional(ConditionalTransformModule):
     @property
     def _free_count(self) -> int:
         return self.free_size + int(self.scale)
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
 
 
 class ConditionalMonotoneAutoregressive(_Conditional):

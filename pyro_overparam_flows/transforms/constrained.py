@@ -146,44 +146,58 @@ class ConstrainedFamily:
     def _log_derivative_with(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
         return constrained_log_derivative(x, net, self.activation)
 
-    def _solve_with(self, y: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
+    def _solve_with(
+        self,
+        y: torch.Tensor,
+        net: ConstrainedNetwork,
+        log_scale: torch.Tensor | None = None,
+        columns: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x with :math:`e^{\\sigma} f(x) = y` (:math:`\\sigma` = ``log_scale``, 0 if None), no
+        gradient; ``columns`` name y's coordinates in error messages."""
         sigma = self.activation
         low, high = constrained_range(net, sigma)
         y = y.expand(torch.broadcast_shapes(y.shape, low.shape))
+        scale = None if log_scale is None else torch.exp(log_scale)
+        target = y if scale is None else y / scale
 
         def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return constrained_map(x, net, sigma), torch.exp(
                 constrained_log_derivative(x, net, sigma)
             )
 
+        # The image's ends in y's units, for messages.
+        bounds = (low, high) if scale is None else (low * scale, high * scale)
         if net.tail is None:
             # The open interval (low, high), widened by the solver's tolerance: values the
             # forward map rounds onto a bound (float32 at |x| ~ 40) still invert.
-            slack = solver_tolerance(y)
-            inside = (y > low - slack) & (y < high + slack)
+            slack = solver_tolerance(target)
+            inside = (target > low - slack) & (target < high + slack)
             allowed = (
                 "without a tail the range is the open interval (offset + c*sum(a)*"
                 f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
+                + ("" if scale is None else ", times the dimension's scale")
             )
-            preimage_or_error(y, y, inside, allowed, (low, high))
+            preimage_or_error(y, y, inside, allowed, bounds, columns=columns)
             # Out-of-range targets are swapped for a reachable one so they do not spend the
             # budget.
-            target = torch.where(inside, y, (low + high) / 2.0)
+            target = torch.where(inside, target, (low + high) / 2.0)
         else:
             inside = torch.ones_like(y, dtype=torch.bool)
             allowed = "the tail slope has underflowed to 0, so the map is bounded here"
-            target = y
         lower, upper, found = bracket_increasing(
             lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
         )
         if net.tail is not None:
             # s x + low <= f(x) <= s x + high also brackets the root: keep the tighter ends
             # (the tail's alone is too wide to close when s is tiny, and infinite when s = 0).
-            tail_lower, tail_upper = (y - high) / net.tail, (y - low) / net.tail
+            tail_lower, tail_upper = (target - high) / net.tail, (target - low) / net.tail
             lower = torch.where(torch.isfinite(tail_lower), torch.maximum(lower, tail_lower), lower)
             upper = torch.where(torch.isfinite(tail_upper), torch.minimum(upper, tail_upper), upper)
         x, converged = solve_increasing(value_and_slope, target, lower, upper)
-        return preimage_or_error(x, y, found & inside, allowed, (low, high), converged=converged)
+        return preimage_or_error(
+            x, y, found & inside, allowed, bounds, converged=converged, columns=columns
+        )
 
 
 class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):

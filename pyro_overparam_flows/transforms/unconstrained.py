@@ -131,9 +131,18 @@ class UnconstrainedFamily:
     def _log_derivative_with(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
         return unconstrained_log_derivative(x, net, self.activation, self.phi)
 
-    def _solve_with(self, y: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
+    def _solve_with(
+        self,
+        y: torch.Tensor,
+        net: UnconstrainedNetwork,
+        log_scale: torch.Tensor | None = None,
+        columns: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """x with :math:`e^{\\sigma} f(x) = y` (:math:`\\sigma` = ``log_scale``, 0 if None), no
+        gradient; ``columns`` name y's coordinates in error messages."""
         rho, phi, quadrature = self.activation, self.phi, self._quadrature()
         y = y.expand(torch.broadcast_shapes(y.shape, net.offset.shape))
+        target = y if log_scale is None else y * torch.exp(-log_scale)
 
         def value(x: torch.Tensor) -> torch.Tensor:
             return unconstrained_map(x, net, rho, phi, quadrature)
@@ -141,14 +150,16 @@ class UnconstrainedFamily:
         def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             return value(x), torch.exp(unconstrained_log_derivative(x, net, rho, phi))
 
-        start = y - net.offset  # the flow starts as the identity plus offset
-        lower, upper, found = bracket_increasing(value, y, start)
-        x, converged = solve_increasing(value_and_slope, y, lower, upper, start)
+        start = target - net.offset  # the flow starts as the identity plus offset
+        lower, upper, found = bracket_increasing(value, target, start)
+        x, converged = solve_increasing(value_and_slope, target, lower, upper, start)
         allowed = (
             "the integrand's network decays to -inf at that end, so the image is bounded there"
         )
         hint = "" if quadrature is None else "; use more quadrature_nodes"
-        return preimage_or_error(x, y, found, allowed, converged=converged, hint=hint)
+        return preimage_or_error(
+            x, y, found, allowed, converged=converged, hint=hint, columns=columns
+        )
 
 
 class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
