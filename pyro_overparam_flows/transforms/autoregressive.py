@@ -5,15 +5,10 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import torch
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 
 from .base import check_input_dim, check_width
-from .conditioned import (
-    ConditionalMonotoneAutoregressive,
-    MonotoneAutoregressive,
-    start_conditioner_,
-)
+from .conditioned import AutoregressiveFlow, ConditionalAutoregressiveFlow
 from .constrained import ConstrainedFamily
 from .unconstrained import UnconstrainedFamily
 
@@ -45,21 +40,7 @@ _REFERENCES = """
 """
 
 
-def _setup(
-    module, input_dim: int, network, width: int, init_conditioner: bool, family: dict
-) -> None:
-    init = module._setup_family(input_dim, width, **family)
-    if not isinstance(init_conditioner, bool):
-        raise ValueError(f"init_conditioner must be True or False, got {init_conditioner!r}")
-    if init_conditioner:
-        # Output row p of dimension d is unit p * input_dim + d: the (P, D) layout.
-        initial = module._initial_free(init)
-        if module.scale:
-            initial = torch.cat([initial, initial.new_zeros(len(initial), 1)], -1)
-        start_conditioner_(network, initial.T)
-
-
-class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressive):
+class ConstrainedMonotoneAutoregressive(ConstrainedFamily, AutoregressiveFlow):
     r"""
     An autoregressive flow whose map of each dimension is a constrained one-hidden-layer network
     (positive weights, as in NAF and Shah et al. 2022) of :math:`x_d`, with hidden biases, offset
@@ -106,23 +87,10 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, MonotoneAutoregressiv
         ``projection_floor``, as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        autoregressive_nn: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, autoregressive_nn, scale)
-        _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
-class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, MonotoneAutoregressive):
+class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, AutoregressiveFlow):
     r"""
     An autoregressive flow whose map of each dimension integrates a positive function of a free
     one-hidden-layer network of :math:`(t, x_{<d})`: the multi-dimensional model of Shah et al.
@@ -170,24 +138,11 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, MonotoneAutoregre
         ``parametrization``, as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        autoregressive_nn: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, autoregressive_nn, scale)
-        _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
 class ConditionalConstrainedMonotoneAutoregressive(
-    ConstrainedFamily, ConditionalMonotoneAutoregressive
+    ConstrainedFamily, ConditionalAutoregressiveFlow
 ):
     r"""
     The conditional version of :class:`ConstrainedMonotoneAutoregressive`: the hidden biases,
@@ -217,24 +172,11 @@ class ConditionalConstrainedMonotoneAutoregressive(
     :param family: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        autoregressive_nn: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, autoregressive_nn, scale)
-        _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
 class ConditionalUnconstrainedMonotoneAutoregressive(
-    UnconstrainedFamily, ConditionalMonotoneAutoregressive
+    UnconstrainedFamily, ConditionalAutoregressiveFlow
 ):
     r"""
     The conditional version of :class:`UnconstrainedMonotoneAutoregressive`: the integrand of
@@ -264,19 +206,6 @@ class ConditionalUnconstrainedMonotoneAutoregressive(
     :param family: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        autoregressive_nn: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, autoregressive_nn, scale)
-        _setup(self, input_dim, autoregressive_nn, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
@@ -300,6 +229,25 @@ def _masked_network(factory, input_dim: int, *args, **kwargs):
         return factory(input_dim, *args, **kwargs)
 
 
+def _build(cls, input_dim: int, context_dim: int | None, width: int, hidden_dims, kwargs: dict):
+    """A transform of class ``cls`` with a (conditional, if ``context_dim``) masked network."""
+    constrained = issubclass(cls, ConstrainedFamily)
+    sizes = (_default_hidden_dims(input_dim, hidden_dims),)
+    if context_dim is None:
+        factory = AutoRegressiveNN
+    else:
+        factory, sizes = (
+            ConditionalAutoRegressiveNN,
+            (
+                check_input_dim(context_dim, "context_dim"),
+                *sizes,
+            ),
+        )
+    param_dims = [_free_size(constrained, width, kwargs)]
+    arn = _masked_network(factory, input_dim, *sizes, param_dims=param_dims)
+    return cls(input_dim, arn, width, **kwargs)
+
+
 def constrained_monotone_autoregressive(
     input_dim: int, width: int = 64, hidden_dims: list[int] | None = None, **kwargs: Any
 ) -> ConstrainedMonotoneAutoregressive:
@@ -317,13 +265,7 @@ def constrained_monotone_autoregressive(
         layers of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`ConstrainedMonotoneAutoregressive`.
     """
-    arn = _masked_network(
-        AutoRegressiveNN,
-        input_dim,
-        _default_hidden_dims(input_dim, hidden_dims),
-        param_dims=[_free_size(True, width, kwargs)],
-    )
-    return ConstrainedMonotoneAutoregressive(input_dim, arn, width, **kwargs)
+    return _build(ConstrainedMonotoneAutoregressive, input_dim, None, width, hidden_dims, kwargs)
 
 
 def unconstrained_monotone_autoregressive(
@@ -344,13 +286,7 @@ def unconstrained_monotone_autoregressive(
         layers of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`UnconstrainedMonotoneAutoregressive`.
     """
-    arn = _masked_network(
-        AutoRegressiveNN,
-        input_dim,
-        _default_hidden_dims(input_dim, hidden_dims),
-        param_dims=[_free_size(False, width, kwargs)],
-    )
-    return UnconstrainedMonotoneAutoregressive(input_dim, arn, width, **kwargs)
+    return _build(UnconstrainedMonotoneAutoregressive, input_dim, None, width, hidden_dims, kwargs)
 
 
 def conditional_constrained_monotone_autoregressive(
@@ -376,14 +312,14 @@ def conditional_constrained_monotone_autoregressive(
         layers of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`ConditionalConstrainedMonotoneAutoregressive`.
     """
-    arn = _masked_network(
-        ConditionalAutoRegressiveNN,
+    return _build(
+        ConditionalConstrainedMonotoneAutoregressive,
         input_dim,
-        check_input_dim(context_dim, "context_dim"),
-        _default_hidden_dims(input_dim, hidden_dims),
-        param_dims=[_free_size(True, width, kwargs)],
+        context_dim,
+        width,
+        hidden_dims,
+        kwargs,
     )
-    return ConditionalConstrainedMonotoneAutoregressive(input_dim, arn, width, **kwargs)
 
 
 def conditional_unconstrained_monotone_autoregressive(
@@ -410,11 +346,11 @@ def conditional_unconstrained_monotone_autoregressive(
     :param kwargs: the keyword arguments of
         :class:`ConditionalUnconstrainedMonotoneAutoregressive`.
     """
-    arn = _masked_network(
-        ConditionalAutoRegressiveNN,
+    return _build(
+        ConditionalUnconstrainedMonotoneAutoregressive,
         input_dim,
-        check_input_dim(context_dim, "context_dim"),
-        _default_hidden_dims(input_dim, hidden_dims),
-        param_dims=[_free_size(False, width, kwargs)],
+        context_dim,
+        width,
+        hidden_dims,
+        kwargs,
     )
-    return ConditionalUnconstrainedMonotoneAutoregressive(input_dim, arn, width, **kwargs)

@@ -200,9 +200,9 @@ class MonotoneBase(TransformModule):
 class MonotoneTransformModule(MonotoneBase):
     """A strictly increasing map applied to each coordinate of the last dimension.
 
-    Subclasses provide ``_map`` (f), ``_log_derivative`` (log f', per coordinate) and ``_solve``
-    (f^-1 without gradient). This class adds gradients of the inverse by the implicit function
-    theorem.
+    Subclasses mix in a family (``_map_with``, ``_log_derivative_with``, ``_solve_with`` of a
+    network: f, log f' per coordinate, f^-1 without gradient) and give ``network()``. This
+    class adds gradients of the inverse by the implicit function theorem.
     """
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
@@ -228,11 +228,15 @@ class MonotoneTransformModule(MonotoneBase):
             x = x - (self._map(x) - y) / slope
         return x
 
-    def _map(self, x: torch.Tensor) -> torch.Tensor:
+    # The family mixin gives the maths for a network; the element-wise class its network.
+    def network(self):
         raise NotImplementedError
+
+    def _map(self, x: torch.Tensor) -> torch.Tensor:
+        return self._map_with(x, self.network())
 
     def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self._log_derivative_with(x, self.network())
 
     def _solve(self, y: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        return self._solve_with(y, self.network())

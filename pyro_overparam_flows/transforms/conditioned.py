@@ -28,7 +28,7 @@ identity for unconstrained flows, at every width.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from pyro.distributions import constraints
@@ -38,12 +38,17 @@ from torch import nn
 from .base import MonotoneBase, check_input_dim, validation_enabled
 
 __all__ = [
+    "AutoregressiveFlow",
+    "ConditionalAutoregressiveFlow",
+    "ConditionalCouplingFlow",
     "ConditionalMonotoneAutoregressive",
     "ConditionalMonotoneCoupling",
     "MonotoneAutoregressive",
     "Conditioning",
+    "CouplingFlow",
     "MonotoneCoupling",
     "select_dimensions",
+    "setup_conditioned",
     "start_conditioner_",
 ]
 
@@ -88,6 +93,27 @@ def start_conditioner_(conditioner: nn.Module, initial: torch.Tensor) -> None:
     skip = getattr(conditioner, "skip_layer", None)
     if isinstance(skip, nn.Linear):
         skip.weight.zero_()
+
+
+def setup_conditioned(
+    module: nn.Module,
+    dim: int,
+    network: nn.Module,
+    width: int,
+    init_conditioner: bool,
+    family: dict,
+) -> None:
+    """Set up the family weights of ``module``'s ``dim`` transformed coordinates and, with
+    ``init_conditioner``, start its conditioner at the element-wise initialization (and log-scale
+    0). Output unit ``p * dim + d`` holds number p of coordinate d: the ``(P, dim)`` layout."""
+    init = module._setup_family(dim, width, **family)
+    if not isinstance(init_conditioner, bool):
+        raise ValueError(f"init_conditioner must be True or False, got {init_conditioner!r}")
+    if init_conditioner:
+        initial = module._initial_free(init)
+        if module.scale:
+            initial = torch.cat([initial, initial.new_zeros(len(initial), 1)], -1)
+        start_conditioner_(network, initial.T)
 
 
 class _Contextual(nn.Module):
@@ -447,3 +473,79 @@ class ConditionalMonotoneCoupling(_Conditional):
         """The flow for ``context`` (shape ``(..., context_dim)``), sharing this module's
         parameters; its batch shape broadcasts against the input's."""
         return _ConditionedCoupling(self, context)
+
+
+# The public classes: a family mixin (ConstrainedFamily or UnconstrainedFamily) first, then one
+# of these, which set up the family's weights and start the conditioner.
+
+
+class AutoregressiveFlow(MonotoneAutoregressive):
+    """An autoregressive flow of the family mixed in before this class."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        autoregressive_nn: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **family: Any,
+    ):
+        super().__init__(input_dim, autoregressive_nn, scale)
+        setup_conditioned(self, input_dim, autoregressive_nn, width, init_conditioner, family)
+
+
+class CouplingFlow(MonotoneCoupling):
+    """A coupling flow of the family mixed in before this class."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        split_dim: int,
+        hypernet: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **family: Any,
+    ):
+        super().__init__(input_dim, split_dim, hypernet, scale)
+        dim = input_dim - split_dim
+        setup_conditioned(self, dim, hypernet, width, init_conditioner, family)
+
+
+class ConditionalAutoregressiveFlow(ConditionalMonotoneAutoregressive):
+    """A conditional autoregressive flow of the family mixed in before this class."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        autoregressive_nn: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **family: Any,
+    ):
+        super().__init__(input_dim, autoregressive_nn, scale)
+        setup_conditioned(self, input_dim, autoregressive_nn, width, init_conditioner, family)
+
+
+class ConditionalCouplingFlow(ConditionalMonotoneCoupling):
+    """A conditional coupling flow of the family mixed in before this class."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        split_dim: int,
+        hypernet: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **family: Any,
+    ):
+        super().__init__(input_dim, split_dim, hypernet, scale)
+        dim = input_dim - split_dim
+        setup_conditioned(self, dim, hypernet, width, init_conditioner, family)

@@ -291,15 +291,6 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
         """The current parameters as a :class:`~pyro_overparam_flows.maps.ConstrainedNetwork`."""
         return self._assemble(self.hidden_bias, self.raw_tail, self.offset)
 
-    def _map(self, x: torch.Tensor) -> torch.Tensor:
-        return self._map_with(x, self.network())
-
-    def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return self._log_derivative_with(x, self.network())
-
-    def _solve(self, y: torch.Tensor) -> torch.Tensor:
-        return self._solve_with(y, self.network())
-
 
 def constrained_monotone(input_dim: int, width: int = 64, **kwargs) -> ConstrainedMonotone:
     """

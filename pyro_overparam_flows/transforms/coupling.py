@@ -4,17 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from pyro.nn import ConditionalDenseNN, DenseNN
 
 from .autoregressive import _free_size
 from .base import check_input_dim
-from .conditioned import (
-    ConditionalMonotoneCoupling,
-    MonotoneCoupling,
-    _check_split,
-    start_conditioner_,
-)
+from .conditioned import ConditionalCouplingFlow, CouplingFlow, _check_split
 from .constrained import ConstrainedFamily
 from .unconstrained import UnconstrainedFamily
 
@@ -43,21 +37,7 @@ _REFERENCES = """
 """
 
 
-def _setup(
-    module, split_dim: int, network, width: int, init_conditioner: bool, family: dict
-) -> None:
-    init = module._setup_family(module.input_dim - split_dim, width, **family)
-    if not isinstance(init_conditioner, bool):
-        raise ValueError(f"init_conditioner must be True or False, got {init_conditioner!r}")
-    if init_conditioner:
-        # Output unit p * (D - split_dim) + j holds number p of transformed coordinate j.
-        initial = module._initial_free(init)
-        if module.scale:
-            initial = torch.cat([initial, initial.new_zeros(len(initial), 1)], -1)
-        start_conditioner_(network, initial.T)
-
-
-class ConstrainedMonotoneCoupling(ConstrainedFamily, MonotoneCoupling):
+class ConstrainedMonotoneCoupling(ConstrainedFamily, CouplingFlow):
     r"""
     A coupling flow (as in RealNVP) whose map of each of the last ``input_dim - split_dim``
     coordinates is a constrained one-hidden-layer network (positive weights) with hidden
@@ -96,24 +76,10 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, MonotoneCoupling):
         ``projection_floor``, as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        split_dim: int,
-        hypernet: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, split_dim, hypernet, scale)
-        _setup(self, split_dim, hypernet, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
-class UnconstrainedMonotoneCoupling(UnconstrainedFamily, MonotoneCoupling):
+class UnconstrainedMonotoneCoupling(UnconstrainedFamily, CouplingFlow):
     r"""
     A coupling flow (as in RealNVP) whose map of each of the last ``input_dim - split_dim``
     coordinates integrates a positive function of a free one-hidden-layer network whose hidden
@@ -150,24 +116,10 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, MonotoneCoupling):
         ``parametrization``, as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        split_dim: int,
-        hypernet: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, split_dim, hypernet, scale)
-        _setup(self, split_dim, hypernet, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
-class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalMonotoneCoupling):
+class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalCouplingFlow):
     r"""
     The conditional version of :class:`ConstrainedMonotoneCoupling`: the hidden biases, offset
     and tail are a dense network of :math:`(x_{1:k}, z)` for a context z. :meth:`condition`
@@ -194,24 +146,10 @@ class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalMonot
     :param family: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        split_dim: int,
-        hypernet: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, split_dim, hypernet, scale)
-        _setup(self, split_dim, hypernet, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
-class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalMonotoneCoupling):
+class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalCouplingFlow):
     r"""
     The conditional version of :class:`UnconstrainedMonotoneCoupling`: the hidden biases and
     offset are a dense network of :math:`(x_{1:k}, z)` for a context z. :meth:`condition` binds
@@ -237,20 +175,6 @@ class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalM
     :param family: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        split_dim: int,
-        hypernet: torch.nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, split_dim, hypernet, scale)
-        _setup(self, split_dim, hypernet, width, init_conditioner, family)
-
     __doc__ += _REFERENCES
 
 
@@ -266,8 +190,26 @@ def _hidden(input_dim: int, hidden_dims: list[int] | None) -> list[int]:
     return [10 * input_dim, 10 * input_dim] if hidden_dims is None else list(hidden_dims)
 
 
-def _outputs(constrained: bool, input_dim: int, split_dim: int, width: int, family: dict) -> int:
-    return _free_size(constrained, width, family) * (input_dim - split_dim)
+def _build(
+    cls,
+    input_dim: int,
+    context_dim: int | None,
+    width: int,
+    split_dim: int | None,
+    hidden_dims,
+    kwargs: dict,
+):
+    """A transform of class ``cls`` with a (conditional, if ``context_dim``) dense network."""
+    split_dim = _split(input_dim, split_dim)
+    constrained = issubclass(cls, ConstrainedFamily)
+    param_dims = [_free_size(constrained, width, kwargs) * (input_dim - split_dim)]
+    hidden = _hidden(input_dim, hidden_dims)
+    if context_dim is None:
+        hypernet = DenseNN(split_dim, hidden, param_dims=param_dims)
+    else:
+        context_dim = check_input_dim(context_dim, "context_dim")
+        hypernet = ConditionalDenseNN(split_dim, context_dim, hidden, param_dims=param_dims)
+    return cls(input_dim, split_dim, hypernet, width, **kwargs)
 
 
 def constrained_monotone_coupling(
@@ -292,10 +234,9 @@ def constrained_monotone_coupling(
         of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`ConstrainedMonotoneCoupling`.
     """
-    split_dim = _split(input_dim, split_dim)
-    size = _outputs(True, input_dim, split_dim, width, kwargs)
-    hypernet = DenseNN(split_dim, _hidden(input_dim, hidden_dims), param_dims=[size])
-    return ConstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width, **kwargs)
+    return _build(
+        ConstrainedMonotoneCoupling, input_dim, None, width, split_dim, hidden_dims, kwargs
+    )
 
 
 def unconstrained_monotone_coupling(
@@ -320,10 +261,9 @@ def unconstrained_monotone_coupling(
         of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`UnconstrainedMonotoneCoupling`.
     """
-    split_dim = _split(input_dim, split_dim)
-    size = _outputs(False, input_dim, split_dim, width, kwargs)
-    hypernet = DenseNN(split_dim, _hidden(input_dim, hidden_dims), param_dims=[size])
-    return UnconstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width, **kwargs)
+    return _build(
+        UnconstrainedMonotoneCoupling, input_dim, None, width, split_dim, hidden_dims, kwargs
+    )
 
 
 def conditional_constrained_monotone_coupling(
@@ -351,15 +291,15 @@ def conditional_constrained_monotone_coupling(
         of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`ConditionalConstrainedMonotoneCoupling`.
     """
-    split_dim = _split(input_dim, split_dim)
-    size = _outputs(True, input_dim, split_dim, width, kwargs)
-    hypernet = ConditionalDenseNN(
+    return _build(
+        ConditionalConstrainedMonotoneCoupling,
+        input_dim,
+        context_dim,
+        width,
         split_dim,
-        check_input_dim(context_dim, "context_dim"),
-        _hidden(input_dim, hidden_dims),
-        param_dims=[size],
+        hidden_dims,
+        kwargs,
     )
-    return ConditionalConstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width, **kwargs)
 
 
 def conditional_unconstrained_monotone_coupling(
@@ -387,12 +327,12 @@ def conditional_unconstrained_monotone_coupling(
         of ``10 * input_dim``).
     :param kwargs: the keyword arguments of :class:`ConditionalUnconstrainedMonotoneCoupling`.
     """
-    split_dim = _split(input_dim, split_dim)
-    size = _outputs(False, input_dim, split_dim, width, kwargs)
-    hypernet = ConditionalDenseNN(
+    return _build(
+        ConditionalUnconstrainedMonotoneCoupling,
+        input_dim,
+        context_dim,
+        width,
         split_dim,
-        check_input_dim(context_dim, "context_dim"),
-        _hidden(input_dim, hidden_dims),
-        param_dims=[size],
+        hidden_dims,
+        kwargs,
     )
-    return ConditionalUnconstrainedMonotoneCoupling(input_dim, split_dim, hypernet, width, **kwargs)

@@ -248,15 +248,6 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
         """The current parameters as an :class:`~pyro_overparam_flows.maps.UnconstrainedNetwork`."""
         return self._assemble(self.hidden_bias, self.offset)
 
-    def _map(self, x: torch.Tensor) -> torch.Tensor:
-        return self._map_with(x, self.network())
-
-    def _log_derivative(self, x: torch.Tensor) -> torch.Tensor:
-        return self._log_derivative_with(x, self.network())
-
-    def _solve(self, y: torch.Tensor) -> torch.Tensor:
-        return self._solve_with(y, self.network())
-
 
 def unconstrained_monotone(input_dim: int, width: int = 64, **kwargs) -> UnconstrainedMonotone:
     """
