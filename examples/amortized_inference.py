@@ -13,7 +13,7 @@ It prints the held-out ELBO per datum of each, next to an importance-sampled est
 log evidence per datum (the best any guide can reach), and plots both guides' samples over the
 exact posterior of three held-out data.
 
-Run:  python examples/amortized_inference.py            (about 2 minutes on 2 CPU cores)
+Run:  python examples/amortized_inference.py            (about 5 minutes on 2 CPU cores)
       python examples/amortized_inference.py --quick    (a smoke run)
 """
 

@@ -217,7 +217,7 @@ def run_comparison(
                 "guide": name,
                 "parameters": count,
                 "seconds": seconds,
-                **evaluate(model, guide, args, reference, settings),
+                **evaluate(model, guide, args, reference, settings, features),
             }
         )
     print_table(title, rows, settings)

@@ -6,7 +6,7 @@ scikit-learn): flow guides against AutoNormal, with NUTS as the reference.
 features standardized. The posterior is close to Gaussian but correlated (the features are),
 which a mean-field guide cannot express.
 
-Run:  python examples/logistic_regression.py            (about 10 minutes on 2 CPU cores)
+Run:  python examples/logistic_regression.py            (about 25 minutes on 2 CPU cores)
       python examples/logistic_regression.py --quick    (a smoke run)
 """
 
