@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyro
 import pytest
 import torch
-from conftest import perturb_
 
+from conftest import perturb_
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     ConstrainedMonotoneAutoregressive,

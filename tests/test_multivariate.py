@@ -8,10 +8,10 @@ import copy
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import TOLERANCE, perturb_
 from pyro.distributions.transforms import Permute, affine_autoregressive, spline_coupling
 from pyro.nn import AutoRegressiveNN
 
+from conftest import TOLERANCE, perturb_
 from pyro_overparam_flows import (
     ConditionalUnconstrainedMonotoneAutoregressive,
     ConstrainedMonotone,

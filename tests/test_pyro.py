@@ -6,11 +6,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conftest import perturb_
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
+from conftest import perturb_
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     UnconstrainedMonotone,

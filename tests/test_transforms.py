@@ -7,8 +7,8 @@ import itertools
 
 import pytest
 import torch
-from conftest import TOLERANCE, perturb_, spread
 
+from conftest import TOLERANCE, perturb_, spread
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     UnconstrainedMonotone,
