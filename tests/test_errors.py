@@ -313,4 +313,4 @@ def test_inverse_outside_the_range_names_the_coordinate_and_its_scaled_range():
         coupling.inv(torch.tensor([[0.0, 20.0]]))
     message = str(error.value)
     assert "y[0, 1] = 20," in message
-    assert f"({float(low.squeeze()):.8g}, {float(high.squeeze()):.8g})" in message
+    assert f"({float(low.detach().squeeze()):.8g}, {float(high.detach().squeeze()):.8g})" in message

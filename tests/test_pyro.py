@@ -164,7 +164,7 @@ def test_fixed_data_every_step_with_an_optimizer_that_writes_data(factory):
         loss = -density.log_prob(data).mean()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < losses[0]
     with torch.no_grad():
         fresh = -dist.TransformedDistribution(base, [transform.inv]).log_prob(data.clone()).mean()
