@@ -476,76 +476,52 @@ class ConditionalMonotoneCoupling(_Conditional):
 
 
 # The public classes: a family mixin (ConstrainedFamily or UnconstrainedFamily) first, then one
-# of these, which set up the family's weights and start the conditioner.
+# of the classes below, which set up the family's weights and start the conditioner.
 
 
-class AutoregressiveFlow(MonotoneAutoregressive):
+class _AutoregressiveSetup:
+    def __init__(
+        self,
+        input_dim: int,
+        autoregressive_nn: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **family: Any,
+    ):
+        super().__init__(input_dim, autoregressive_nn, scale)
+        setup_conditioned(self, input_dim, autoregressive_nn, width, init_conditioner, family)
+
+
+class _CouplingSetup:
+    def __init__(
+        self,
+        input_dim: int,
+        split_dim: int,
+        hypernet: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **family: Any,
+    ):
+        super().__init__(input_dim, split_dim, hypernet, scale)
+        dim = input_dim - split_dim
+        setup_conditioned(self, dim, hypernet, width, init_conditioner, family)
+
+
+class AutoregressiveFlow(_AutoregressiveSetup, MonotoneAutoregressive):
     """An autoregressive flow of the family mixed in before this class."""
 
-    def __init__(
-        self,
-        input_dim: int,
-        autoregressive_nn: nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, autoregressive_nn, scale)
-        setup_conditioned(self, input_dim, autoregressive_nn, width, init_conditioner, family)
 
-
-class CouplingFlow(MonotoneCoupling):
+class CouplingFlow(_CouplingSetup, MonotoneCoupling):
     """A coupling flow of the family mixed in before this class."""
 
-    def __init__(
-        self,
-        input_dim: int,
-        split_dim: int,
-        hypernet: nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, split_dim, hypernet, scale)
-        dim = input_dim - split_dim
-        setup_conditioned(self, dim, hypernet, width, init_conditioner, family)
 
-
-class ConditionalAutoregressiveFlow(ConditionalMonotoneAutoregressive):
+class ConditionalAutoregressiveFlow(_AutoregressiveSetup, ConditionalMonotoneAutoregressive):
     """A conditional autoregressive flow of the family mixed in before this class."""
 
-    def __init__(
-        self,
-        input_dim: int,
-        autoregressive_nn: nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, autoregressive_nn, scale)
-        setup_conditioned(self, input_dim, autoregressive_nn, width, init_conditioner, family)
 
-
-class ConditionalCouplingFlow(ConditionalMonotoneCoupling):
+class ConditionalCouplingFlow(_CouplingSetup, ConditionalMonotoneCoupling):
     """A conditional coupling flow of the family mixed in before this class."""
-
-    def __init__(
-        self,
-        input_dim: int,
-        split_dim: int,
-        hypernet: nn.Module,
-        width: int = 64,
-        *,
-        scale: bool = True,
-        init_conditioner: bool = True,
-        **family: Any,
-    ):
-        super().__init__(input_dim, split_dim, hypernet, scale)
-        dim = input_dim - split_dim
-        setup_conditioned(self, dim, hypernet, width, init_conditioner, family)
