@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch
 
-__all__ = ["Split", "mixture_of_gaussians", "mixture_of_gaussians_distribution"]
+__all__ = [
+    "PAPER_DATASETS",
+    "Split",
+    "checkerboard",
+    "checkerboard_distribution",
+    "mixture_of_betas",
+    "mixture_of_betas_distribution",
+    "mixture_of_gaussians",
+    "mixture_of_gaussians_5d",
+    "mixture_of_gaussians_5d_distribution",
+    "mixture_of_gaussians_distribution",
+]
 
 
 class Split(NamedTuple):
-    """Train and test samples, shape ``(n, 1)``, and the true distribution they come from."""
+    """Train and test samples, shape ``(n, d)``, and the true distribution they come from."""
 
     train: torch.Tensor
     test: torch.Tensor
@@ -56,12 +68,214 @@ def mixture_of_gaussians(
     >>> data.train.shape, data.test.shape
     (torch.Size([100, 1]), torch.Size([50, 1]))
     """
-    for name, size in (("train_size", train_size), ("test_size", test_size)):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+    _check_sizes(train_size, test_size)
     generator = torch.Generator().manual_seed(seed)
     total = train_size + test_size
     sign = torch.randint(0, 2, (total, 1), generator=generator).to(dtype) * 2 - 1
     samples = separation * sign + torch.randn(total, 1, generator=generator, dtype=dtype)
     distribution = mixture_of_gaussians_distribution(separation, dtype=dtype)
     return Split(samples[:train_size], samples[train_size:], distribution)
+
+
+def _check_sizes(train_size: int, test_size: int) -> None:
+    for name, size in (("train_size", train_size), ("test_size", test_size)):
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+
+
+class _Mixture(dist.TorchDistribution):
+    """A finite mixture of components given by a sampler and a log-density of a vector
+    (the pieces need not share a family or a support, unlike ``MixtureSameFamily``)."""
+
+    arg_constraints: dict = {}
+    support = dist.constraints.real_vector
+
+    def __init__(self, weights: torch.Tensor, components: list, dim: int):
+        self.weights = weights
+        self.components = components
+        super().__init__(torch.Size(), torch.Size([dim]), validate_args=False)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        terms = [
+            torch.log(w) + component.log_prob(value)
+            for w, component in zip(self.weights, self.components, strict=True)
+        ]
+        return torch.logsumexp(torch.stack(terms), 0)
+
+    def sample(self, sample_shape: tuple[int, ...] = ()) -> torch.Tensor:
+        shape = tuple(sample_shape)
+        return _draw(self, math.prod(shape), None).reshape(*shape, *self.event_shape)
+
+
+class _Box:
+    """Uniform on a product of intervals ``[low, low + width]`` (one per coordinate)."""
+
+    def __init__(self, low: torch.Tensor, width: float):
+        self.low, self.width = low, width
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        u = (value - self.low) / self.width
+        inside = ((u >= 0) & (u <= 1)).all(-1)
+        density = -value.shape[-1] * math.log(self.width)
+        return torch.where(inside, value.new_tensor(density), value.new_tensor(-math.inf))
+
+    def draw(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        u = torch.rand(count, len(self.low), generator=generator, dtype=self.low.dtype)
+        return self.low + self.width * u
+
+
+class _ScaledBeta:
+    """``low + scale * u`` (``scale`` may be negative: mirrored) with u ~ Beta(a, b), in 1-D."""
+
+    def __init__(self, a: float, b: float, low: float, scale: float, dtype: torch.dtype):
+        self.beta = dist.Beta(torch.tensor(a, dtype=dtype), torch.tensor(b, dtype=dtype))
+        self.low, self.scale = low, scale
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        u = ((value - self.low) / self.scale).squeeze(-1)
+        inside = (u > 0) & (u < 1)
+        inner = self.beta.log_prob(u.clamp(1e-300, 1 - 1e-16)) - math.log(abs(self.scale))
+        return torch.where(inside, inner, u.new_tensor(-math.inf))
+
+    def draw(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        # Beta as a ratio of Gammas, from the generator: G_a / (G_a + G_b).
+        a, b = self.beta.concentration1, self.beta.concentration0
+        shape = (count, 1)
+        g_a = torch._standard_gamma(a.expand(shape).contiguous(), generator=generator)
+        g_b = torch._standard_gamma(b.expand(shape).contiguous(), generator=generator)
+        return self.low + self.scale * g_a / (g_a + g_b)
+
+
+class _Gaussian:
+    def __init__(self, loc: torch.Tensor, scale: float):
+        self.normal = dist.Normal(loc, scale).to_event(1)
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        return self.normal.log_prob(value)
+
+    def draw(self, count: int, generator: torch.Generator | None) -> torch.Tensor:
+        loc = self.normal.base_dist.loc
+        noise = torch.randn(count, len(loc), generator=generator, dtype=loc.dtype)
+        return loc + self.normal.base_dist.scale * noise
+
+
+def _draw(mixture: _Mixture, count: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``count`` samples of ``mixture``: a component per sample, then a draw from each."""
+    choice = torch.multinomial(mixture.weights, count, replacement=True, generator=generator)
+    samples = torch.empty(count, mixture.event_shape[0], dtype=mixture.weights.dtype)
+    for k, component in enumerate(mixture.components):
+        rows = (choice == k).nonzero().squeeze(-1)
+        samples[rows] = component.draw(len(rows), generator)
+    return samples
+
+
+def mixture_of_betas_distribution(*, dtype: torch.dtype = torch.float64) -> dist.Distribution:
+    r"""The paper's 1-D mixture of Betas on (-1, 1): half the mass Beta(4.4, 4.4) rescaled to
+    (-0.4, 0.4); a quarter :math:`0.4 + 0.6\,u`, u ~ Beta(4, 2.6), on (0.4, 1); and its mirror
+    image on (-1, -0.4). Event shape ``(1,)``.
+
+    >>> p = mixture_of_betas_distribution()
+    >>> float(p.log_prob(torch.tensor([[2.0]], dtype=torch.float64)))
+    -inf
+    """
+    weights = torch.tensor([0.5, 0.25, 0.25], dtype=dtype)
+    components = [
+        _ScaledBeta(4.4, 4.4, -0.4, 0.8, dtype),
+        _ScaledBeta(4.0, 2.6, 0.4, 0.6, dtype),
+        _ScaledBeta(4.0, 2.6, -0.4, -0.6, dtype),
+    ]
+    return _Mixture(weights, components, 1)
+
+
+def checkerboard_distribution(*, dtype: torch.dtype = torch.float64) -> dist.Distribution:
+    r"""The paper's 2-D grid: uniform on the 8 unit squares of :math:`[0, 4]^2` whose corner
+    :math:`(i, j)` has :math:`i + j` even (density 1/8 there, 0 elsewhere).
+
+    >>> p = checkerboard_distribution()
+    >>> p.log_prob(torch.tensor([[0.5, 0.5], [1.5, 0.5]], dtype=torch.float64)).exp()
+    tensor([0.1250, 0.0000], dtype=torch.float64)
+    """
+    corners = [(i, j) for i in range(4) for j in range(4) if (i + j) % 2 == 0]
+    weights = torch.full((len(corners),), 1.0 / len(corners), dtype=dtype)
+    components = [_Box(torch.tensor(corner, dtype=dtype), 1.0) for corner in corners]
+    return _Mixture(weights, components, 2)
+
+
+def mixture_of_gaussians_5d_distribution(
+    *, dtype: torch.dtype = torch.float64
+) -> dist.Distribution:
+    r"""The paper's 5-D mixture: equal weights on 10 Gaussians at :math:`\pm e_i` with
+    isotropic standard deviation :math:`\sqrt{0.05}`.
+
+    >>> mixture_of_gaussians_5d_distribution().event_shape
+    torch.Size([5])
+    """
+    eye = torch.eye(5, dtype=dtype)
+    centers = torch.cat([eye, -eye])
+    weights = torch.full((10,), 0.1, dtype=dtype)
+    components = [_Gaussian(center, math.sqrt(0.05)) for center in centers]
+    return _Mixture(weights, components, 5)
+
+
+def _split(distribution: _Mixture, train_size: int, test_size: int, seed: int) -> Split:
+    _check_sizes(train_size, test_size)
+    generator = torch.Generator().manual_seed(seed)
+    samples = _draw(distribution, train_size + test_size, generator)
+    return Split(samples[:train_size], samples[train_size:], distribution)
+
+
+def mixture_of_betas(
+    train_size: int = 9_000,
+    test_size: int = 1_000,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> Split:
+    """Samples of :func:`mixture_of_betas_distribution`, reproducible from ``seed`` (a private
+    generator; the global RNG is untouched). The paper uses 10,000 samples split 90/10.
+
+    >>> mixture_of_betas(100, 10).train.shape
+    torch.Size([100, 1])
+    """
+    return _split(mixture_of_betas_distribution(dtype=dtype), train_size, test_size, seed)
+
+
+def checkerboard(
+    train_size: int = 9_000,
+    test_size: int = 1_000,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> Split:
+    """Samples of :func:`checkerboard_distribution` (the paper's 2-D grid), reproducible from
+    ``seed``.
+
+    >>> checkerboard(100, 10).train.shape
+    torch.Size([100, 2])
+    """
+    return _split(checkerboard_distribution(dtype=dtype), train_size, test_size, seed)
+
+
+def mixture_of_gaussians_5d(
+    train_size: int = 9_000,
+    test_size: int = 1_000,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+) -> Split:
+    """Samples of :func:`mixture_of_gaussians_5d_distribution`, reproducible from ``seed``.
+
+    >>> mixture_of_gaussians_5d(100, 10).test.shape
+    torch.Size([10, 5])
+    """
+    return _split(mixture_of_gaussians_5d_distribution(dtype=dtype), train_size, test_size, seed)
+
+
+#: The paper's four data sets by name: each a function ``(train_size, test_size, *, seed,
+#: dtype) -> Split``.
+PAPER_DATASETS = {
+    "mixture_of_gaussians": mixture_of_gaussians,
+    "mixture_of_betas": mixture_of_betas,
+    "checkerboard": checkerboard,
+    "mixture_of_gaussians_5d": mixture_of_gaussians_5d,
+}
