@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from pyro.distributions import TransformedDistribution
 from scipy import integrate, stats
 
 from pyro_overparam_flows.datasets import (
@@ -16,6 +17,8 @@ from pyro_overparam_flows.datasets import (
     mixture_of_betas_distribution,
     mixture_of_gaussians_5d,
     mixture_of_gaussians_5d_distribution,
+    scale_to_ball,
+    zscore,
 )
 
 
@@ -103,3 +106,37 @@ def test_paper_datasets_are_seeded_and_leave_the_global_rng_alone(name):
     assert bool(torch.isfinite(first.distribution.log_prob(first.test)).all())
     with pytest.raises(ValueError, match="train_size must be an integer >= 1"):
         make(0, 10)
+
+
+@pytest.mark.parametrize("name", list(PAPER_DATASETS))
+def test_preprocessing_uses_training_statistics_and_changes_densities_by_its_jacobian(name):
+    split = PAPER_DATASETS[name](2000, 500, seed=0)
+    standardized = zscore(split)
+    torch.testing.assert_close(
+        standardized.train.mean(0),
+        torch.zeros(split.train.shape[-1], dtype=torch.float64),
+        atol=1e-12,
+        rtol=0,
+    )
+    torch.testing.assert_close(
+        standardized.train.std(0), torch.ones(split.train.shape[-1], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        standardized.test, (split.test - split.train.mean(0)) / split.train.std(0)
+    )
+    ball = scale_to_ball(split)
+    assert float(ball.train.norm(dim=-1).max()) == pytest.approx(0.5)
+    factor = 0.5 / split.train.norm(dim=-1).max()
+    torch.testing.assert_close(ball.test, split.test * factor)
+    # The preprocessed data's density is the raw one divided by the map's Jacobian.
+    for pre in (standardized, ball):
+        moved = TransformedDistribution(split.distribution, [pre.transform])
+        log_det = pre.transform.log_abs_det_jacobian(split.test, pre.test)
+        torch.testing.assert_close(
+            moved.log_prob(pre.test), split.distribution.log_prob(split.test) - log_det
+        )
+
+
+def test_scale_to_ball_radius_must_be_positive():
+    with pytest.raises(ValueError, match="radius must be a positive number"):
+        scale_to_ball(checkerboard(10, 10), radius=0)
