@@ -1,0 +1,38 @@
+"""The paper's width study (design.md section 6): training runs with the paper's settings, the
+sweep over widths and seeds, its tidy results and figures."""
+
+from .plots import plot_sweep
+from .runs import (
+    FAMILIES,
+    LAYERS,
+    PAPER_SETTINGS,
+    DensityModel,
+    RunResult,
+    TrainingSetting,
+    layer_distances,
+    make_flow,
+    prepare_data,
+    train_run,
+)
+from .sweep import FULL, QUICK, SweepConfig, format_table, run_sweep, summarize, write_results
+
+__all__ = [
+    "FAMILIES",
+    "FULL",
+    "LAYERS",
+    "PAPER_SETTINGS",
+    "QUICK",
+    "DensityModel",
+    "RunResult",
+    "SweepConfig",
+    "TrainingSetting",
+    "format_table",
+    "layer_distances",
+    "make_flow",
+    "plot_sweep",
+    "prepare_data",
+    "run_sweep",
+    "summarize",
+    "train_run",
+    "write_results",
+]

@@ -1,0 +1,298 @@
+"""The width sweep: both families across widths and seeds, written to tidy files and plotted.
+
+``python -m pyro_overparam_flows sweep --quick`` runs :data:`QUICK` (a few minutes on a CPU);
+``python -m pyro_overparam_flows sweep`` runs :data:`FULL`, the paper's settings on the 1-D data
+sets. The Python API is :func:`run_sweep`:
+
+>>> config = SweepConfig(datasets=("mixture_of_gaussians",), widths=(4, 8), seeds=(0,),
+...                      epochs=1, train_size=64, test_size=32)
+>>> results = run_sweep(config, progress=False)
+>>> len(results), sorted({r.family for r in results})
+(4, ['constrained', 'unconstrained'])
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..datasets import PAPER_DATASETS
+from .runs import FAMILIES, PAPER_SETTINGS, RunResult, TrainingSetting, train_run
+
+__all__ = [
+    "FULL",
+    "QUICK",
+    "SweepConfig",
+    "format_table",
+    "run_sweep",
+    "summarize",
+    "write_results",
+]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A grid of runs: every data set x family x width x seed.
+
+    :param datasets: keys of :data:`~pyro_overparam_flows.datasets.PAPER_DATASETS`.
+    :param families: ``"constrained"`` and/or ``"unconstrained"``.
+    :param widths: hidden widths m.
+    :param seeds: run seeds (initialization and batch order; the data are fixed by
+        ``data_seed``).
+    :param epochs: overrides the paper's epochs (200 constrained, 100 unconstrained) if set.
+    :param settings: per-family :class:`~pyro_overparam_flows.experiments.TrainingSetting`
+        (default :data:`~pyro_overparam_flows.experiments.PAPER_SETTINGS`).
+    :param int eval_every: score the whole training set every this many epochs (and at the
+        end); the test set is scored every epoch.
+    :param int jobs: runs trained at once, each in its own process.
+    :param int threads: torch threads per run.
+    """
+
+    datasets: tuple[str, ...] = ("mixture_of_gaussians", "mixture_of_betas")
+    families: tuple[str, ...] = FAMILIES
+    widths: tuple[int, ...] = (8, 32, 128, 512, 2048)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    epochs: int | None = None
+    train_size: int = 9000
+    test_size: int = 1000
+    data_seed: int = 0
+    eval_every: int = 1
+    settings: dict[str, TrainingSetting] = field(default_factory=lambda: dict(PAPER_SETTINGS))
+    device: str = "cpu"
+    dtype: str = "float32"
+    jobs: int = 1
+    threads: int = 1
+
+    def __post_init__(self):
+        for name in self.datasets:
+            if name not in PAPER_DATASETS:
+                allowed = ", ".join(map(repr, PAPER_DATASETS))
+                raise ValueError(f"unknown dataset {name!r}; allowed values are {allowed}")
+        for family in self.families:
+            if family not in FAMILIES:
+                raise ValueError(f"unknown family {family!r}; allowed values are {FAMILIES}")
+        if not self.datasets or not self.families or not self.widths or not self.seeds:
+            raise ValueError("datasets, families, widths and seeds must each be non-empty")
+        if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.widths):
+            raise ValueError(f"widths must be integers >= 1, got {self.widths}")
+        if self.epochs is not None and self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; allowed values are {tuple(_DTYPES)}")
+        if self.jobs < 1 or self.threads < 1:
+            raise ValueError(f"jobs and threads must be >= 1, got {self.jobs}, {self.threads}")
+
+    def runs(self) -> list[tuple[str, str, int, int]]:
+        """(dataset, family, width, seed) of every run, widest first (the longest runs start
+        first, so parallel jobs finish together)."""
+        return [
+            (d, f, m, s)
+            for m in sorted(self.widths, reverse=True)
+            for d in self.datasets
+            for f in self.families
+            for s in self.seeds
+        ]
+
+
+#: The paper's settings on the 1-D data sets: 3 seeds, widths 2^3 ... 2^11 by factors of 4,
+#: two runs at a time (about an hour on a 2-core CPU).
+FULL = SweepConfig(eval_every=10, jobs=2)
+
+#: A small grid with 10 epochs for a look in a few minutes on a CPU.
+QUICK = SweepConfig(widths=(16, 256, 4096), seeds=(0, 1), epochs=10, train_size=2000)
+
+
+def _run(config: SweepConfig, run: tuple[str, str, int, int], progress: bool) -> RunResult:
+    torch.set_num_threads(config.threads)
+    dataset, family, width, seed = run
+    return train_run(
+        dataset,
+        family,
+        width,
+        seed,
+        setting=config.settings[family],
+        epochs=config.epochs,
+        train_size=config.train_size,
+        test_size=config.test_size,
+        data_seed=config.data_seed,
+        eval_every=config.eval_every,
+        device=config.device,
+        dtype=_DTYPES[config.dtype],
+        progress=progress,
+    )
+
+
+def _checkpoint(folder: Path, run: tuple[str, str, int, int]) -> Path:
+    dataset, family, width, seed = run
+    return folder / f"{dataset}-{family}-m{width}-seed{seed}.json"
+
+
+def run_sweep(
+    config: SweepConfig, progress: bool = True, checkpoints: Path | None = None
+) -> list[RunResult]:
+    """Train every run of ``config`` (in ``config.jobs`` processes) and return the results in
+    the order of :meth:`SweepConfig.runs`.
+
+    :param checkpoints: a folder where each finished run is saved as JSON; runs already saved
+        there by the same configuration are loaded instead of trained again, so an interrupted
+        sweep resumes where it stopped.
+    """
+    runs = config.runs()
+    bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)
+    results: dict[tuple, RunResult] = {}
+    if checkpoints is not None:
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        for run in runs:
+            path = _checkpoint(checkpoints, run)
+            if path.exists():
+                saved = json.loads(path.read_text())
+                if saved["config"] == _describe(config):
+                    results[run] = RunResult.from_dict(saved["result"])
+        bar.update(len(results))
+
+    def finished(run: tuple, result: RunResult) -> None:
+        results[run] = result
+        if checkpoints is not None:
+            document = {"config": _describe(config), "result": result.to_dict()}
+            _checkpoint(checkpoints, run).write_text(json.dumps(document))
+        bar.set_postfix_str(f"done {run[0]} {run[1]} m={run[2]} seed={run[3]}")
+        bar.update()
+
+    remaining = [run for run in runs if run not in results]
+    if config.jobs == 1:
+        threads = torch.get_num_threads()
+        try:
+            for run in remaining:
+                finished(run, _run(config, run, progress))
+        finally:
+            torch.set_num_threads(threads)
+    elif remaining:
+        with ProcessPoolExecutor(config.jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run, config, run, False): run for run in remaining}
+            for future in as_completed(futures):
+                finished(futures[future], future.result())
+    bar.close()
+    return [results[run] for run in runs]
+
+
+def _describe(config: SweepConfig) -> dict:
+    """What decides a run's outcome: the configuration without the grid and the scheduling."""
+    described = {
+        **asdict(config),
+        "settings": {k: asdict(v) for k, v in config.settings.items()},
+    }
+    for key in ("datasets", "families", "widths", "seeds", "jobs", "threads"):
+        described.pop(key)
+    return json.loads(json.dumps(described))
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation; NaN if any value is (a layer absent, a run that
+    diverged), and a NaN deviation for a single value."""
+    mean = math.fsum(values) / len(values)
+    if len(values) == 1 or math.isnan(mean):
+        return mean, math.nan
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(results: Sequence[RunResult]) -> list[dict]:
+    """Final-epoch metrics aggregated over seeds: one row per (data set, family, width) with the
+    mean and standard deviation of each metric (``<metric>_mean``, ``<metric>_sd``)."""
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        key = (result.dataset, result.family, result.width)
+        groups.setdefault(key, []).append(result.summary())
+    metrics = [
+        k
+        for k, v in results[0].summary().items()
+        if isinstance(v, float) and k not in ("true_train_nll", "true_test_nll", "learning_rate")
+    ]
+    rows = []
+    for (dataset, family, width), finals in groups.items():
+        row = {
+            "dataset": dataset,
+            "family": family,
+            "parametrization": finals[0]["parametrization"],
+            "width": width,
+            "seeds": len(finals),
+            "epochs": finals[0]["epoch"],
+            "true_train_nll": finals[0]["true_train_nll"],
+            "true_test_nll": finals[0]["true_test_nll"],
+            "diverged": sum(f["diverged"] for f in finals),
+        }
+        for metric in metrics:
+            row[f"{metric}_mean"], row[f"{metric}_sd"] = _mean_sd([f[metric] for f in finals])
+        rows.append(row)
+    return sorted(rows, key=lambda r: (r["dataset"], r["family"], r["width"]))
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    # Seven significant digits: more than the runs' seed-to-seed spread, half the file size.
+    short = lambda v: f"{v:.7g}" if isinstance(v, float) else v  # noqa: E731
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: short(v) for k, v in row.items()} for row in rows)
+
+
+def write_results(
+    results: Sequence[RunResult], config: SweepConfig, output: Path, command: str = ""
+) -> dict[str, Path]:
+    """Write ``history.csv`` (one row per run and epoch), ``summary.csv`` (one row per data
+    set, family and width, mean and sd over seeds), ``sweep.json`` (the configuration, the
+    command, every run's summary) and the figures of
+    :func:`~pyro_overparam_flows.experiments.plot_sweep` into ``output``; return their paths."""
+    from .plots import plot_sweep
+
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {"history": output / "history.csv", "summary": output / "summary.csv"}
+    _write_csv(paths["history"], [row for result in results for row in result.rows()])
+    summary = summarize(results)
+    _write_csv(paths["summary"], summary)
+    paths["json"] = output / "sweep.json"
+    document = {
+        "command": command,
+        "config": {
+            **asdict(config),
+            "settings": {k: asdict(v) for k, v in config.settings.items()},
+        },
+        "seconds": {
+            "total": math.fsum(r.seconds for r in results),
+            "per_run": {
+                f"{r.dataset} {r.family} m={r.width} seed={r.seed}": r.seconds for r in results
+            },
+        },
+        "torch": torch.__version__,
+        "runs": [result.summary() for result in results],
+        "summary": summary,
+    }
+    paths["json"].write_text(json.dumps(document, indent=1, default=str))
+    paths.update(plot_sweep(results, output))
+    return paths
+
+
+def format_table(summary: Sequence[dict]) -> str:
+    """A plain-text table of the final train and test NLL (raw units, mean +- sd over seeds)."""
+    lines = [
+        f"{'dataset':<24}{'family':<15}{'width':>7}{'train NLL':>20}{'test NLL':>20}"
+        f"{'true test':>11}"
+    ]
+    for row in summary:
+        train = f"{row['train_nll_raw_mean']:.4f} +- {row['train_nll_raw_sd']:.4f}"
+        test = f"{row['test_nll_raw_mean']:.4f} +- {row['test_nll_raw_sd']:.4f}"
+        lines.append(
+            f"{row['dataset']:<24}{row['family']:<15}{row['width']:>7}{train:>20}{test:>20}"
+            f"{row['true_test_nll']:>11.4f}"
+        )
+    return "\n".join(lines)
