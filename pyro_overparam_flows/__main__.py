@@ -1,4 +1,4 @@
-"""Command line: ``python -m pyro_overparam_flows demo`` and ``... sweep``.
+"""Command line: ``python -m pyro_overparam_flows demo``, ``... sweep`` and ``... kernels``.
 
 The demo fits a constrained and an unconstrained flow to the paper's 1-D mixture of Gaussians
 with Pyro's SVI, prints train and test NLL next to the true distribution's, and saves a plot of
@@ -101,6 +101,40 @@ def sweep(args: argparse.Namespace, command: str) -> None:
         print(f"wrote {path}")
 
 
+def kernels(args: argparse.Namespace) -> None:
+    import csv
+
+    from .experiments import kernel_convergence, laziness, plot_kernels
+
+    if args.quick:
+        convergence = kernel_convergence((64, 256, 1024), (0, 1))
+        lazy = laziness((16, 256), (0, 1), steps=30)
+    else:
+        convergence, lazy = kernel_convergence(), laziness()
+    args.output.mkdir(parents=True, exist_ok=True)
+    for name, rows in (("ntk_convergence.csv", convergence), ("laziness.csv", lazy)):
+        with (args.output / name).open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        print(f"wrote {args.output / name}")
+    print(f"{'family':<15}{'width':>7}{'NTK error at init':>20}")
+    for family in sorted({r["family"] for r in convergence}):
+        for width in sorted({r["width"] for r in convergence}):
+            errors = [
+                r["error"] for r in convergence if (r["family"], r["width"]) == (family, width)
+            ]
+            print(f"{family:<15}{width:>7}{sum(errors) / len(errors):>20.5f}")
+    print(f"{'family':<15}{'width':>7}{'kernel distance':>20}")
+    for family in sorted({r["family"] for r in lazy}):
+        for width in sorted({r["width"] for r in lazy}):
+            moved = [
+                r["kernel_distance"] for r in lazy if (r["family"], r["width"]) == (family, width)
+            ]
+            print(f"{family:<15}{width:>7}{sum(moved) / len(moved):>20.5f}")
+    print(f"wrote {plot_kernels(convergence, lazy, args.output / 'kernels.png')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyro_overparam_flows")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -127,8 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--device", help="cpu or cuda")
     grid.add_argument("--dtype", choices=["float32", "float64"])
     grid.add_argument("--output", type=Path, default=Path("sweep_output"), help="results folder")
+    view = commands.add_parser(
+        "kernels", help="the infinite-width view: NTK at init against its limit, laziness"
+    )
+    view.add_argument("--quick", action="store_true", help="fewer widths, seeds and steps")
+    view.add_argument("--output", type=Path, default=Path("kernels_output"), help="results folder")
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "kernels":
+        kernels(args)
+    elif args.command == "demo":
         if args.steps < 1:
             parser.error(f"--steps must be >= 1, got {args.steps}")
         demo(args.output, args.steps, args.seed)

@@ -3,6 +3,7 @@ against per-sample autograd, its convergence to the limit like 1/sqrt(m), and la
 
 from __future__ import annotations
 
+import csv
 import math
 
 import numpy as np
@@ -15,6 +16,8 @@ from pyro_overparam_flows import (
     unconstrained_monotone,
     unconstrained_monotone_autoregressive,
 )
+from pyro_overparam_flows.__main__ import main
+from pyro_overparam_flows.experiments import laziness
 from pyro_overparam_flows.ntk import (
     closed_form_kernels,
     empirical_ntk,
@@ -210,34 +213,30 @@ def test_empirical_ntk_converges_like_inverse_sqrt_width(family):
     assert -0.65 <= slope <= -0.35, slope
 
 
-def _kernel_distance_after_training(family: str, width: int, seed: int = 0) -> float:
-    torch.manual_seed(seed)
-    if family == "constrained":
-        transform = constrained_monotone(1, width, parametrization="ntk", positivity="projected")
-    else:
-        transform = unconstrained_monotone(1, width, parametrization="ntk")
-    data = torch.cat([torch.randn(128, 1) * 0.5 - 1.2, torch.randn(128, 1) * 0.5 + 1.2])
-    grid = torch.linspace(-2.5, 2.5, 11)
-    initial = empirical_ntk(transform, grid)
-    optimizer = torch.optim.SGD(transform.parameters(), lr=0.05)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(100):
-        batch = data[torch.randint(len(data), (32,), generator=generator)]
-        z = transform(batch)
-        loss = (0.5 * z.square() - transform.log_abs_det_jacobian(batch, z)).mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        transform.project_() if family == "constrained" else None
-    return float(kernel_distance(empirical_ntk(transform, grid), initial)[0])
-
-
 @pytest.mark.parametrize("family", ["constrained", "unconstrained"])
 def test_wider_networks_are_lazier(family):
-    narrow = [_kernel_distance_after_training(family, 64, seed) for seed in range(2)]
-    wide = [_kernel_distance_after_training(family, 4096, seed) for seed in range(2)]
+    rows = laziness((64, 4096), (0, 1), families=(family,), progress=False)
+    narrow = [r["kernel_distance"] for r in rows if r["width"] == 64]
+    wide = [r["kernel_distance"] for r in rows if r["width"] == 4096]
     assert max(wide) < min(narrow), (narrow, wide)
     assert min(narrow) > 0
+    # The weights move less too, relative to their size.
+    for layer in ("hidden_weight", "hidden_bias"):
+        key = f"relative_distance_{layer}"
+        assert max(r[key] for r in rows if r["width"] == 4096) < min(
+            r[key] for r in rows if r["width"] == 64
+        )
+
+
+def test_kernels_command_writes_tables_and_figure(tmp_path, capsys):
+    main(["kernels", "--quick", "--output", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "NTK error at init" in printed and "kernel distance" in printed
+    with (tmp_path / "ntk_convergence.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * 3 * 2 and all(0 < float(r["error"]) < 1 for r in rows)
+    assert (tmp_path / "laziness.csv").exists()
+    assert (tmp_path / "kernels.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_kernel_limit_of_each_parametrization():

@@ -1,6 +1,8 @@
 """The paper's width study (design.md section 6): training runs with the paper's settings, the
-sweep over widths and seeds, its tidy results and figures."""
+sweep over widths and seeds, its tidy results and figures; and the infinite-width view measured
+across widths (section 5)."""
 
+from .infinite_width import kernel_convergence, laziness, plot_kernels
 from .plots import plot_sweep
 from .runs import (
     FAMILIES,
@@ -27,8 +29,11 @@ __all__ = [
     "SweepConfig",
     "TrainingSetting",
     "format_table",
+    "kernel_convergence",
+    "laziness",
     "layer_distances",
     "make_flow",
+    "plot_kernels",
     "plot_sweep",
     "prepare_data",
     "run_sweep",
