@@ -212,6 +212,8 @@ def test_quick_sweep_end_to_end_writes_files_and_figures(tmp_path, capsys):
     with (output / "summary.csv").open() as handle:
         summary = list(csv.DictReader(handle))
     assert len(summary) == 8 and all(math.isfinite(float(r["test_nll_raw_mean"])) for r in summary)
+    table = (output / "table.txt").read_text()
+    assert "train NLL" in table and len(table.splitlines()) == 9
     document = json.loads((output / "sweep.json").read_text())
     assert document["command"].startswith("python -m pyro_overparam_flows sweep --quick")
     assert len(document["runs"]) == 16

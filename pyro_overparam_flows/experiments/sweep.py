@@ -250,7 +250,8 @@ def write_results(
     results: Sequence[RunResult], config: SweepConfig, output: Path, command: str = ""
 ) -> dict[str, Path]:
     """Write ``history.csv`` (one row per run and epoch), ``summary.csv`` (one row per data
-    set, family and width, mean and sd over seeds), ``sweep.json`` (the configuration, the
+    set, family and width, mean and sd over seeds), ``table.txt`` (:func:`format_table`),
+    ``sweep.json`` (the configuration, the
     command, every run's summary) and the figures of
     :func:`~pyro_overparam_flows.experiments.plot_sweep` into ``output``; return their paths."""
     from .plots import plot_sweep
@@ -260,6 +261,8 @@ def write_results(
     _write_csv(paths["history"], [row for result in results for row in result.rows()])
     summary = summarize(results)
     _write_csv(paths["summary"], summary)
+    paths["table"] = output / "table.txt"
+    paths["table"].write_text(format_table(summary) + "\n")
     paths["json"] = output / "sweep.json"
     document = {
         "command": command,
