@@ -14,15 +14,19 @@ For a scalar input x and the network :math:`N(x) = c_m \sum_{r=1}^m a_r \rho(w_r
       \Theta(x, x') = \mathbb{E}[\rho(u)\rho(u')]
         + \sigma_a^2\,(x x' + 1)\,\mathbb{E}[\rho'(u)\rho'(u')],
 
-  the first term of :math:`\Theta` present only when the output layer is trained
-  (:func:`infinite_width_kernels`). The expectations are 2-D integrals over (w, b), Gaussian or,
-  for the constrained family, with half-normal w. They are computed in polar coordinates
+  the first term of :math:`\Theta` present only when the output layer is trained, and
+  written for :math:`m c_m^2 \to 1` as under ``"ntk"`` (:func:`infinite_width_kernels`). K is
+  the NNGP covariance when a has mean 0; with the positive a of constrained flows the network
+  also has a mean, :math:`m c_m \mathbb{E}[a]\,\mathbb{E}[\rho(u)]`, not included in K. The
+  expectations are 2-D integrals over (w, b), Gaussian or, for the constrained family, with
+  half-normal w. They are computed in polar coordinates
   :math:`(w, b) = r(\sigma_w \cos\vartheta, \sigma_b \sin\vartheta)`: Gauss-Legendre in the
-  angle on the arcs between the angles where some :math:`u = 0` (ReLU's kinks, so that every
-  arc is smooth), and Gauss-Legendre in the radius against :math:`r e^{-r^2/2}` on [0, 13]
-  (the rest of the tail is below 1e-36). For ReLU and erf with Gaussian weights the kernels
-  have closed forms, the arc-cosine kernel of Cho & Saul and the arcsine kernel of Williams
-  (:func:`closed_form_kernels`), which check the quadrature;
+  angle on the arcs between the angles where u or u' is 0 (ReLU's kinks, so that every arc
+  is smooth), graded towards the kinks, and Gauss-Legendre in the radius against
+  :math:`r e^{-r^2/2}` on [0, 13], graded towards 0 (the tail beyond is below 1e-36). For
+  ReLU and erf with Gaussian weights the kernels have closed forms, the arc-cosine kernel
+  of Cho & Saul and the arcsine kernel of Williams (:func:`closed_form_kernels`), which
+  check the quadrature;
 * **laziness** along training: the distance of each parameter from its initialization
   (:func:`parameter_distances`) and the kernel distance
   :math:`\|\Theta_t - \Theta_0\|_F / \|\Theta_0\|_F` (:func:`kernel_distance`).
@@ -86,6 +90,8 @@ def _as_points(x: torch.Tensor, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() == 2 and x.shape[-1] == 1:
         x = x.squeeze(-1)
+    if not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
     if x.dim() != 1 or len(x) == 0:
         raise ValueError(
             f"{name} must hold scalar inputs, shape (n,) or (n, 1), got {tuple(x.shape)}"
@@ -154,12 +160,16 @@ def empirical_ntk(
         raise ValueError(f"unknown output {output!r}; allowed values are {_OUTPUTS}")
     dim = transform.input_dim
     points = []
-    for name, value in (("x", x), ("x2", x if x2 is None else x2)):
+    for name, value in (("x", x), ("x2", x2)):
+        if value is None:
+            continue
         if isinstance(value, torch.Tensor) and value.dim() == 1 and dim == 1:
             value = value.unsqueeze(-1)
         transform._check(value, name)
-        if value.dim() != 2:
-            raise ValueError(f"{name} must have shape (n, {dim}), got {tuple(value.shape)}")
+        if value.dim() != 2 or len(value) == 0:
+            raise ValueError(
+                f"{name} must have shape (n, {dim}) with n >= 1, got {tuple(value.shape)}"
+            )
         points.append(value)
     rows = torch.cat(points)
     module = transform if output == "flow" else _Network(transform)
@@ -182,40 +192,43 @@ def empirical_ntk(
         grads = torch.autograd.grad(values.sum(), list(copies.values()))
     jacobian = torch.cat([g.reshape(len(rows), dim, -1) for g in grads], -1)
     first, second = jacobian[: len(points[0])], jacobian[len(points[0]) :]
-    return torch.einsum("idp,jdp->dij", first, second)
+    return torch.einsum("idp,jdp->dij", first, first if x2 is None else second)
 
 
-def _gauss_legendre(count: int, low, high, dtype, device):
-    nodes, weights = quadrature_rule("gauss-legendre", count, dtype=dtype, device=device)
-    return low + (high - low) * nodes, (high - low) * weights
+_GRADING = 0.25  # each graded sub-interval is this fraction of the next one
 
 
-def _polar_rule(
-    points: torch.Tensor,
-    weights: str,
-    hidden_std: float,
-    bias_std: float,
-    angular_nodes: int,
-    radial_nodes: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Angles and radii with their weights (the density included) for E over (w, b)."""
-    dtype, device = points.dtype, points.device
-    half = weights == "half-normal"
-    low, high = (-math.pi / 2, math.pi / 2) if half else (-math.pi, math.pi)
-    # u = r (hidden_std x cos t + bias_std sin t) changes sign at t = atan2(-hidden_std x,
-    # bias_std) and that angle plus pi: split the angle range there.
-    kink = torch.atan2(-hidden_std * points, torch.full_like(points, bias_std))
-    kinks = torch.cat([kink, kink + math.pi, kink - math.pi])
-    inside = kinks[(kinks > low) & (kinks < high)]
-    edges = torch.unique(torch.cat([inside, inside.new_tensor([low, high])]))
-    nodes, unit = quadrature_rule("gauss-legendre", angular_nodes, dtype=dtype, device=device)
-    lengths = (edges[1:] - edges[:-1]).unsqueeze(-1)
-    angles = (edges[:-1].unsqueeze(-1) + lengths * nodes).reshape(-1)
-    angle_weights = (lengths * unit).reshape(-1)
-    radii, radial = _gauss_legendre(radial_nodes, 0.0, _RADIUS, dtype, device)
-    # Polar density of N(0, I): exp(-r^2/2) r / (2 pi); half-normal w doubles it on w > 0.
-    radial = radial * radii * torch.exp(-radii.square() / 2) / (math.pi if half else 2 * math.pi)
-    return angles, angle_weights, radii, radial
+def _composite_rule(
+    edges: list[float], nodes: int, dtype: torch.dtype, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Legendre with ``nodes`` points on each interval between consecutive ``edges``."""
+    unit, unit_weights = quadrature_rule("gauss-legendre", nodes, dtype=dtype, device=device)
+    cuts = torch.tensor(edges, dtype=dtype, device=device)
+    lengths = (cuts[1:] - cuts[:-1]).unsqueeze(-1)
+    return (cuts[:-1].unsqueeze(-1) + lengths * unit).reshape(-1), (lengths * unit_weights).reshape(
+        -1
+    )
+
+
+def _levels(smallest: float) -> int:
+    """Graded levels so that the smallest sub-interval is at most ``smallest`` of the whole."""
+    return max(1, math.ceil(math.log(1.0 / smallest) / math.log(1.0 / _GRADING)))
+
+
+def _arcs(first: torch.Tensor, second: torch.Tensor, half: bool, hidden_std, bias_std):
+    """For each pair of inputs, the arcs of angle between the angles where u or u' is 0:
+    shape ``(n, n2, arcs, 2)``."""
+    # u = r (hidden_std x cos t + bias_std sin t) vanishes at t = atan2(-hidden_std x, bias_std)
+    # (in (-pi/2, pi/2)) and at that angle plus pi.
+    kink = lambda x: torch.atan2(-hidden_std * x, torch.full_like(x, bias_std))  # noqa: E731
+    a, b = torch.broadcast_tensors(kink(first).unsqueeze(-1), kink(second))
+    low, high = torch.minimum(a, b), torch.maximum(a, b)
+    if half:  # w > 0: t in (-pi/2, pi/2)
+        ends = [torch.full_like(low, -math.pi / 2), low, high, torch.full_like(low, math.pi / 2)]
+    else:
+        ends = [low, high, low + math.pi, high + math.pi, low + 2 * math.pi]
+    ends = torch.stack(ends, -1)
+    return torch.stack([ends[..., :-1], ends[..., 1:]], -1)
 
 
 def infinite_width_kernels(
@@ -228,65 +241,119 @@ def infinite_width_kernels(
     bias_std: float = 1.0,
     output_variance: float = 1.0,
     train_output: bool = True,
-    angular_nodes: int = 24,
-    radial_nodes: int = 128,
+    angular_nodes: int = 16,
+    radial_nodes: int = 16,
 ) -> Kernels:
     r"""The infinite-width NNGP kernel and NTK of the one-hidden-layer network, by quadrature.
 
-    :param torch.Tensor x: scalar inputs, shape ``(n,)`` or ``(n, 1)``.
-    :param torch.Tensor x2: second inputs; ``x`` if None.
-    :param str activation: :math:`\rho`: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"softplus"``
-        or ``"erf"``.
-    :param str weights: the law of w: ``"normal"`` :math:`N(0, \sigma_w^2)` or
-        ``"half-normal"`` :math:`|N(0, \sigma_w^2)|` (the constrained family).
-    :param float hidden_std: :math:`\sigma_w`.
-    :param float bias_std: :math:`\sigma_b` (b is :math:`N(0, \sigma_b^2)`).
-    :param float output_variance: :math:`\sigma_a^2 = \lim_m m\,c_m^2\,\mathbb{E}[a^2]`.
-    :param bool train_output: whether the output layer is trained (the NTK's first term).
-    :param int angular_nodes: Gauss-Legendre nodes per arc between kinks.
-    :param int radial_nodes: Gauss-Legendre nodes in the radius.
-    :returns: :class:`Kernels` of shape ``(n, n2)`` in x's dtype (use float64 for accuracy).
+        Each entry is a 2-D integral over (w, b) in polar coordinates, computed pair by pair: the
+        angle range is cut where u or u' changes sign (so ReLU's kinks fall on the cuts), each arc
+        is graded geometrically towards its ends and the radius towards 0 (features of width
+        :math:`1/(r\sqrt{\sigma_w^2 x^2 + \sigma_b^2})` there are resolved whatever the inputs'
+        size), with ``angular_nodes`` / ``radial_nodes`` Gauss-Legendre points on each piece. The
+        cost grows like ``n * n2`` times the square of the log of the largest
+        :math:`\sigma_w |x| / \sigma_b`.
 
-    >>> x = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
-    >>> quadrature = infinite_width_kernels(x, activation="erf")
-    >>> exact = closed_form_kernels(x, activation="erf")
-    >>> bool(torch.allclose(quadrature.ntk, exact.ntk, rtol=0, atol=1e-12))
-    True
+        :param torch.Tensor x: scalar inputs, shape ``(n,)`` or ``(n, 1)``, floating point.
+        :param torch.Tensor x2: second inputs; ``x`` if None.
+        :param str activation: :math:`
+    ho`: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"softplus"``
+            or ``"erf"``.
+        :param str weights: the law of w: ``"normal"`` :math:`N(0, \sigma_w^2)` or
+            ``"half-normal"`` :math:`|N(0, \sigma_w^2)|` (the constrained family).
+        :param float hidden_std: :math:`\sigma_w`.
+        :param float bias_std: :math:`\sigma_b` (b is :math:`N(0, \sigma_b^2)`).
+        :param float output_variance: :math:`\sigma_a^2 = \lim_m m\,c_m^2\,\mathbb{E}[a^2]`.
+        :param bool train_output: whether the output layer is trained (the NTK's first term, which
+            assumes :math:`m c_m^2 	o 1` as under ``"ntk"``).
+        :param int angular_nodes: Gauss-Legendre points per angular piece.
+        :param int radial_nodes: Gauss-Legendre points per radial piece.
+        :returns: :class:`Kernels` of shape ``(n, n2)`` in x's dtype (use float64 for accuracy).
+
+        >>> x = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
+        >>> quadrature = infinite_width_kernels(x, activation="erf")
+        >>> exact = closed_form_kernels(x, activation="erf")
+        >>> bool(torch.allclose(quadrature.ntk, exact.ntk, rtol=0, atol=1e-12))
+        True
     """
     rho = lookup(HIDDEN, activation, "activation")
     if weights not in _WEIGHTS:
         raise ValueError(f"unknown weights {weights!r}; allowed values are {_WEIGHTS}")
-    for name, value in (("hidden_std", hidden_std), ("bias_std", bias_std)):
-        if not value > 0:
-            raise ValueError(f"{name} must be positive, got {value!r}")
-    if not output_variance >= 0:
-        raise ValueError(f"output_variance must be >= 0, got {output_variance!r}")
+    _check_scales(hidden_std, bias_std, output_variance)
     for name, value in (("angular_nodes", angular_nodes), ("radial_nodes", radial_nodes)):
-        if not isinstance(value, int) or value < 1:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     first = _as_points(x, "x")
     second = first if x2 is None else _as_points(x2, "x2").to(first)
-    points = torch.cat([first, second])
-    angles, angle_weights, radii, radial = _polar_rule(
-        points, weights, hidden_std, bias_std, angular_nodes, radial_nodes
+    dtype, device = first.dtype, first.device
+    half = weights == "half-normal"
+    # The narrowest feature: width 1 / (R * scale) in angle (near a kink) and 1 / scale in r.
+    largest = float(torch.cat([first, second]).abs().max())
+    scale = math.sqrt((hidden_std * largest) ** 2 + bias_std**2) / bias_std
+    levels = _levels(1.0 / (math.pi * _RADIUS * scale))
+    near = [0.5 * _GRADING**j for j in range(levels, 0, -1)]
+    unit, unit_weights = _composite_rule(
+        [0.0, *near, 0.5, *[1.0 - v for v in reversed(near)], 1.0], angular_nodes, dtype, device
     )
-    # s(t) per input and angle; u = r s.
-    slopes = hidden_std * points.unsqueeze(-1) * torch.cos(angles) + bias_std * torch.sin(angles)
-    u = slopes.unsqueeze(-1) * radii  # (n + n2, angles, radii)
-    weight = (angle_weights.unsqueeze(-1) * radial).reshape(-1)
-    n = len(first)
+    # Graded towards 0 below r = 1, pieces of length 2 above (the Gaussian's own scale).
+    graded = [_GRADING**j for j in range(_levels(1.0 / scale), 0, -1)]
+    radii, radial = _composite_rule(
+        [0.0, *graded, *range(1, int(_RADIUS) + 1, 2)], radial_nodes, dtype, device
+    )
+    # Polar density of N(0, I): exp(-r^2/2) r / (2 pi); half-normal w doubles it on w > 0.
+    radial = radial * radii * torch.exp(-radii.square() / 2) / (math.pi if half else 2 * math.pi)
+    arcs = _arcs(first, second, half, hidden_std, bias_std)  # (n, n2, A, 2)
+    lengths = (arcs[..., 1] - arcs[..., 0]).unsqueeze(-1)
+    angles = (arcs[..., :1] + lengths * unit).flatten(-2)  # (n, n2, A * T)
+    angle_weights = (lengths * unit_weights).flatten(-2)
 
-    def expectation(values: torch.Tensor) -> torch.Tensor:
-        flat = values.reshape(len(points), -1)
-        return (flat[:n] * weight) @ flat[n:].transpose(0, 1)
+    def pre_activation(points: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return (hidden_std * points * torch.cos(t) + bias_std * torch.sin(t)).unsqueeze(-1) * radii
 
-    activations = expectation(rho.fn(u))
-    derivatives = expectation(rho.derivative(u))
+    left, right = torch.broadcast_tensors(first.unsqueeze(-1), second)
+    if x2 is None:  # symmetric: the pairs i <= j only
+        upper = torch.triu_indices(len(first), len(first), device=device)
+        select = lambda v: v[upper[0], upper[1]]  # noqa: E731
+    else:
+        select = lambda v: v.flatten(0, 1)  # noqa: E731
+    pairs, pair_weights = select(angles), select(angle_weights)
+    left, right = select(left).unsqueeze(-1), select(right).unsqueeze(-1)
+    activations, derivatives = [], []
+    # Pieces of the pairs keep the (pairs, angles, radii) grid near 4M numbers.
+    chunk = max(1, 4_000_000 // (pairs.shape[-1] * len(radii)))
+    for t, v, p, q in zip(
+        pairs.split(chunk),
+        pair_weights.split(chunk),
+        left.split(chunk),
+        right.split(chunk),
+        strict=True,
+    ):
+        u, u2 = pre_activation(p, t), pre_activation(q, t)
+        weight = v.unsqueeze(-1) * radial
+        activations.append((rho.fn(u) * rho.fn(u2) * weight).sum((-2, -1)))
+        derivatives.append((rho.derivative(u) * rho.derivative(u2) * weight).sum((-2, -1)))
+    activations, derivatives = torch.cat(activations), torch.cat(derivatives)
+    if x2 is None:
+        full = first.new_zeros(2, len(first), len(first))
+        full[:, upper[0], upper[1]] = torch.stack([activations, derivatives])
+        full = full + torch.triu(full, 1).transpose(-2, -1)
+        activations, derivatives = full
+    else:
+        activations = activations.reshape(len(first), len(second))
+        derivatives = derivatives.reshape(len(first), len(second))
     inner = first.unsqueeze(-1) * second + 1.0
     ntk = output_variance * inner * derivatives
     if train_output:
         ntk = ntk + activations
     return Kernels(output_variance * activations, ntk)
+
+
+def _check_scales(hidden_std: float, bias_std: float, output_variance: float) -> None:
+    for name, value in (("hidden_std", hidden_std), ("bias_std", bias_std)):
+        if not (isinstance(value, float | int) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if not (isinstance(output_variance, float | int) and 0 <= output_variance < math.inf):
+        raise ValueError(f"output_variance must be a number >= 0, got {output_variance!r}")
 
 
 def closed_form_kernels(
@@ -316,6 +383,7 @@ def closed_form_kernels(
     """
     if activation not in ("relu", "erf"):
         raise ValueError(f"closed forms exist for 'relu' and 'erf' only, got {activation!r}")
+    _check_scales(hidden_std, bias_std, output_variance)
     first = _as_points(x, "x")
     second = first if x2 is None else _as_points(x2, "x2").to(first)
     var1 = hidden_std**2 * first.square() + bias_std**2
@@ -362,6 +430,11 @@ def kernel_limit(transform: MonotoneTransformModule) -> KernelLimit:
     :math:`a = O(1/\\sqrt{m})`, so :math:`\\sigma_a^2 = 0`: only the output layer's term stays.
     Constrained flows must use ``positivity="projected"`` (parameters are the weights).
     """
+    if not isinstance(transform, ConstrainedMonotone | UnconstrainedMonotone):
+        raise TypeError(
+            "kernel_limit takes an element-wise ConstrainedMonotone or UnconstrainedMonotone, "
+            f"got {type(transform).__name__}"
+        )
     parametrization = transform.parametrization
     constrained = isinstance(transform, ConstrainedMonotone)
     if constrained and not transform.positivity.projected:

@@ -17,12 +17,11 @@ from pyro_overparam_flows import (
     unconstrained_monotone_autoregressive,
 )
 from pyro_overparam_flows.__main__ import main
-from pyro_overparam_flows.experiments import laziness
+from pyro_overparam_flows.experiments import kernel_convergence, laziness
 from pyro_overparam_flows.ntk import (
     closed_form_kernels,
     empirical_ntk,
     infinite_width_kernels,
-    infinite_width_ntk,
     kernel_distance,
     kernel_limit,
     parameter_distances,
@@ -55,15 +54,36 @@ def test_quadrature_matches_closed_forms(
         torch.testing.assert_close(quadrature.ntk, exact.ntk, rtol=0, atol=1e-8)
 
 
-def _scipy_expectation(function, x, x2, weights):
+@pytest.mark.parametrize("activation", ["relu", "erf"])
+@pytest.mark.parametrize(
+    "points, bias_std",
+    [([-1000.0, -30.0, 0.5, 100.0], 1.0), ([-2.0, 0.0, 0.3, 1.0], 0.02)],
+    ids=["large-inputs", "small-bias"],
+)
+def test_quadrature_stays_accurate_where_features_are_narrow(activation, points, bias_std):
+    # Large |x| sigma_w / sigma_b makes rho'(u) a narrow bump around each kink.
+    x = torch.tensor(points, dtype=torch.float64)
+    quadrature = infinite_width_kernels(x, x + 0.25, activation=activation, bias_std=bias_std)
+    exact = closed_form_kernels(x, x + 0.25, activation=activation, bias_std=bias_std)
+    for got, want in zip(quadrature, exact, strict=True):
+        assert float(((got - want).abs() / want.abs().max()).max()) < 1e-8
+
+
+def _scipy_expectation(function, x, x2, weights, hidden_std=1.0, bias_std=1.0):
     """E over w (normal or half-normal), b ~ N(0, 1) of function(w x + b, w x2 + b), by
     adaptive quadrature split where either pre-activation changes sign."""
-    density = lambda w, b: np.exp(-(w * w + b * b) / 2) / (2 * np.pi)  # noqa: E731
-    factor, w_low = (2.0, 0.0) if weights == "half-normal" else (1.0, -12.0)
+
+    def density(w, b):
+        exponent = -((w / hidden_std) ** 2 + (b / bias_std) ** 2) / 2
+        return np.exp(exponent) / (2 * np.pi * hidden_std * bias_std)
+
+    factor = 2.0 if weights == "half-normal" else 1.0
+    w_low = 0.0 if weights == "half-normal" else -12.0 * hidden_std
 
     def inner(w):
         kinks = sorted({-w * x, -w * x2})
-        edges = [-12.0, *[k for k in kinks if -12 < k < 12], 12.0]
+        end = 12.0 * bias_std
+        edges = [-end, *[k for k in kinks if -end < k < end], end]
         return sum(
             integrate.quad(
                 lambda b: function(w * x + b, w * x2 + b) * density(w, b), lo, hi, epsabs=1e-14
@@ -71,7 +91,7 @@ def _scipy_expectation(function, x, x2, weights):
             for lo, hi in zip(edges[:-1], edges[1:], strict=True)
         )
 
-    return factor * integrate.quad(inner, w_low, 12.0, epsabs=1e-13, limit=200)[0]
+    return factor * integrate.quad(inner, w_low, 12.0 * hidden_std, epsabs=1e-13, limit=200)[0]
 
 
 _NUMPY = {
@@ -186,25 +206,10 @@ def test_empirical_ntk_of_several_dimensions_is_per_dimension():
 
 def _slope(family: str) -> float:
     widths = [64, 256, 1024, 4096, 16384]
-    x = torch.linspace(-2.0, 2.0, 15, dtype=torch.float64)
-    errors = np.zeros((4, len(widths)))
-    for seed in range(4):
-        torch.manual_seed(seed)
-        for k, m in enumerate(widths):
-            if family == "constrained":
-                transform = constrained_monotone(
-                    1, m, parametrization="ntk", positivity="projected"
-                )
-            else:
-                transform = unconstrained_monotone(1, m, parametrization="ntk")
-            transform = transform.double()
-            limit = infinite_width_ntk(transform, x)
-            error = kernel_distance(empirical_ntk(transform, x)[0], limit)
-            errors[seed, k] = float(error)
-    logs = np.log(errors)
+    rows = kernel_convergence(widths, range(4), families=(family,), progress=False)
     # One slope for all seeds: least squares of log error on log m.
-    design = np.log(np.repeat([widths], 4, axis=0)).ravel()
-    return float(np.polyfit(design, logs.ravel(), 1)[0])
+    logs = np.log([[r["width"], r["error"]] for r in rows])
+    return float(np.polyfit(logs[:, 0], logs[:, 1], 1)[0])
 
 
 @pytest.mark.parametrize("family", ["constrained", "unconstrained"])
@@ -280,6 +285,16 @@ def test_bad_input_gets_clear_errors():
     transform = unconstrained_monotone(1, 8)
     with pytest.raises(TypeError, match="element-wise"):
         empirical_ntk(unconstrained_monotone_autoregressive(2, 8), torch.zeros(3, 2))
+    with pytest.raises(TypeError, match="element-wise"):
+        kernel_limit(unconstrained_monotone_autoregressive(2, 8))
+    with pytest.raises(ValueError, match="n >= 1"):
+        empirical_ntk(transform, torch.zeros(0, 1))
+    with pytest.raises(ValueError, match="floating-point"):
+        infinite_width_kernels(torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="bias_std must be a positive number"):
+        closed_form_kernels(X, bias_std=0.0)
+    with pytest.raises(ValueError, match="output_variance"):
+        closed_form_kernels(X, output_variance=-1.0)
     with pytest.raises(ValueError, match="unknown output"):
         empirical_ntk(transform, torch.zeros(3), output="jacobian")
     with pytest.raises(ValueError, match="shape"):
@@ -292,7 +307,7 @@ def test_bad_input_gets_clear_errors():
         infinite_width_kernels(X, activation="gelu")
     with pytest.raises(ValueError, match="unknown weights"):
         infinite_width_kernels(X, weights="uniform")
-    with pytest.raises(ValueError, match="hidden_std must be positive"):
+    with pytest.raises(ValueError, match="hidden_std must be a positive number"):
         infinite_width_kernels(X, hidden_std=0.0)
     with pytest.raises(ValueError, match="radial_nodes"):
         infinite_width_kernels(X, radial_nodes=0)
