@@ -65,8 +65,8 @@ def demo(output: Path, steps: int, seed: int) -> None:
     print(f"plot saved to {path}")
 
 
-def sweep(args: argparse.Namespace, command: str) -> None:
-    from .experiments import FULL, QUICK, format_table, run_sweep, summarize, write_results
+def sweep_config(args: argparse.Namespace):
+    from .experiments import FULL, QUICK
 
     config = QUICK if args.quick else FULL
     overrides = {
@@ -87,14 +87,19 @@ def sweep(args: argparse.Namespace, command: str) -> None:
         )
         if (value := getattr(args, key)) is not None
     }
-    config = dataclasses.replace(config, **overrides)
+    return dataclasses.replace(config, **overrides)
+
+
+def sweep(config, output: Path, command: str) -> None:
+    from .experiments import format_table, run_sweep, summarize, write_results
+
     runs = config.runs()
     print(
         f"{len(runs)} runs: {len(config.datasets)} data sets x {len(config.families)} families x "
         f"{len(config.widths)} widths x {len(config.seeds)} seeds, {config.jobs} at a time"
     )
-    results = run_sweep(config, checkpoints=args.output / "runs")
-    paths = write_results(results, config, args.output, command)
+    results = run_sweep(config, checkpoints=output / "runs")
+    paths = write_results(results, config, output, command)
     print(format_table(summarize(results)))
     print(f"total training time {sum(r.seconds for r in results):.0f} s over {len(results)} runs")
     for path in paths.values():
@@ -178,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             sys.argv[1:] if argv is None else argv
         )
         try:
-            sweep(args, command)
+            config = sweep_config(args)
         except ValueError as error:
             parser.error(str(error))
+        sweep(config, args.output, command)
     return 0
 
 

@@ -322,4 +322,7 @@ def scale_to_ball(split: Split, radius: float = 0.5) -> Preprocessed:
     if not (isinstance(radius, float | int) and not isinstance(radius, bool) and radius > 0):
         raise ValueError(f"radius must be a positive number, got {radius!r}")
     largest = split.train.norm(dim=-1).max()
-    return _affine(split, torch.zeros_like(split.train[0]), radius / largest)
+    # One scale per coordinate, so that the map's log-determinant counts every dimension.
+    return _affine(
+        split, torch.zeros_like(split.train[0]), torch.full_like(split.train[0], radius) / largest
+    )

@@ -132,6 +132,9 @@ def test_preprocessing_uses_training_statistics_and_changes_densities_by_its_jac
     for pre in (standardized, ball):
         moved = TransformedDistribution(split.distribution, [pre.transform])
         log_det = pre.transform.log_abs_det_jacobian(split.test, pre.test)
+        # Every dimension counts: against the determinant of the map's autograd Jacobian.
+        jacobian = torch.autograd.functional.jacobian(pre.transform, split.test[0])
+        assert float(log_det[0]) == pytest.approx(float(torch.linalg.det(jacobian).abs().log()))
         torch.testing.assert_close(
             moved.log_prob(pre.test), split.distribution.log_prob(split.test) - log_det
         )

@@ -56,12 +56,15 @@ def kernel_convergence(
     x = torch.linspace(-2.0, 2.0, 15, dtype=torch.float64) if points is None else points
     x = x.double()
     rows = []
+    limits: dict[str, torch.Tensor] = {}  # the limit depends on the family only
     grid = [(f, m, s) for f in families for m in widths for s in seeds]
     for family, width, seed in tqdm(grid, desc="NTK at init", disable=not progress):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             flow = _flow(family, width, "ntk", torch.float64)
-        limit = infinite_width_ntk(flow, x)
+        if family not in limits:
+            limits[family] = infinite_width_ntk(flow, x)
+        limit = limits[family]
         error = float(kernel_distance(empirical_ntk(flow, x)[0], limit))
         rows.append({"family": family, "width": width, "seed": seed, "error": error})
     return rows
@@ -90,7 +93,7 @@ def laziness(
         "relative_distance_<layer>"}`` for the hidden weights, hidden biases and output weights.
     """
     data = zscore(mixture_of_gaussians(2000, 10, seed=0, dtype=torch.float32)).train
-    grid = torch.linspace(-2.5, 2.5, 11)
+    grid = torch.linspace(-2.5, 2.5, 11, dtype=torch.float32)
     rows = []
     runs = [(f, m, s) for f in families for m in widths for s in seeds]
     for family, width, seed in tqdm(runs, desc="laziness", disable=not progress):

@@ -82,7 +82,8 @@ class TrainingSetting:
     :param str base: ``"normal"`` or ``"exponential"`` (the latter integrates from the data's
         lower end, unconstrained flows only).
     :param str preprocessing: ``"zscore"`` or ``"ball"`` (scaled into the ball of radius 1/2).
-    :param dict options: further keyword arguments of the transform.
+    :param options: further keyword arguments of the transform, as ``(name, value)`` pairs (a
+        dict is accepted and stored as pairs, so settings stay immutable).
     """
 
     parametrization: str
@@ -91,7 +92,11 @@ class TrainingSetting:
     batch_size: int = 32
     base: str = "normal"
     preprocessing: str = "zscore"
-    options: dict = field(default_factory=dict)
+    options: tuple[tuple[str, object], ...] = ()
+
+    def __post_init__(self):
+        pairs = self.options.items() if isinstance(self.options, dict) else self.options
+        object.__setattr__(self, "options", tuple((str(k), v) for k, v in pairs))
 
 
 PAPER_SETTINGS: dict[str, TrainingSetting] = {
@@ -101,7 +106,7 @@ PAPER_SETTINGS: dict[str, TrainingSetting] = {
         200,
         base="normal",
         preprocessing="zscore",
-        options={"tail": False, "positivity": "projected"},
+        options=(("tail", False), ("positivity", "projected")),
     ),
     "unconstrained": TrainingSetting(
         "gaussian-sqrt(m)", 5e-3, 100, base="exponential", preprocessing="ball"
@@ -126,7 +131,7 @@ def make_flow(
     """The transform of ``family`` for ``dim``-dimensional data: element-wise for ``dim = 1``,
     autoregressive (``scale=False``, the paper's model) otherwise."""
     _check_choice(family, FAMILIES, "family")
-    options = {"parametrization": setting.parametrization, **setting.options}
+    options = {"parametrization": setting.parametrization, **dict(setting.options)}
     if dim == 1:
         make = constrained_monotone if family == "constrained" else unconstrained_monotone
     else:
@@ -178,8 +183,10 @@ class DensityModel(nn.Module):
         z = self.transform(both)
         log_det = self.transform.log_abs_det_jacobian(both[:n], z[:n])
         at_start = z[n:] if len(starts) == 1 else z[n:].reshape(dim, n, dim).diagonal(0, 0, -1)
-        # Rounding can leave f(x) - f(x0) a hair below 0 at x = x0 itself.
+        # Rounding can leave f(x) - f(x0) a hair below 0 at x = x0 itself; below x0 the
+        # density is 0.
         base = (z[:n] - at_start).clamp(min=0.0).sum(-1)
+        base = torch.where((x < self.start).any(-1), torch.full_like(base, math.inf), base)
         return base, -log_det
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -283,7 +290,12 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, values: dict) -> RunResult:
-        return cls(**{**values, "setting": TrainingSetting(**values["setting"])})
+        """The result :meth:`to_dict` described (JSON's nulls read back as NaN)."""
+        history = [
+            {k: math.nan if v is None else v for k, v in row.items()} for row in values["history"]
+        ]
+        setting = TrainingSetting(**values["setting"])
+        return cls(**{**values, "setting": setting, "history": history})
 
 
 @torch.no_grad()

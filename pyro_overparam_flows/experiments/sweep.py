@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -155,17 +156,23 @@ def run_sweep(
         checkpoints.mkdir(parents=True, exist_ok=True)
         for run in runs:
             path = _checkpoint(checkpoints, run)
-            if path.exists():
+            try:
                 saved = json.loads(path.read_text())
-                if saved["config"] == _describe(config):
-                    results[run] = RunResult.from_dict(saved["result"])
+            except (OSError, ValueError):  # missing, or cut short: train it (again)
+                continue
+            if _normalized(saved.get("config")) == _describe(config):
+                results[run] = RunResult.from_dict(saved["result"])
         bar.update(len(results))
 
     def finished(run: tuple, result: RunResult) -> None:
         results[run] = result
         if checkpoints is not None:
             document = {"config": _describe(config), "result": result.to_dict()}
-            _checkpoint(checkpoints, run).write_text(json.dumps(document))
+            path = _checkpoint(checkpoints, run)
+            # Written whole or not at all: an interruption cannot leave half a file.
+            partial = path.with_suffix(".partial")
+            partial.write_text(_dumps(document))
+            os.replace(partial, path)
         bar.set_postfix_str(f"done {run[0]} {run[1]} m={run[2]} seed={run[3]}")
         bar.update()
 
@@ -194,7 +201,31 @@ def _describe(config: SweepConfig) -> dict:
     }
     for key in ("datasets", "families", "widths", "seeds", "jobs", "threads"):
         described.pop(key)
-    return json.loads(json.dumps(described))
+    return json.loads(_dumps(described))
+
+
+def _normalized(described: dict | None) -> dict | None:
+    """A saved description with its settings read back through :class:`TrainingSetting`, so
+    equal settings compare equal whatever form their options were saved in."""
+    if not isinstance(described, dict) or "settings" not in described:
+        return None
+    settings = {k: asdict(TrainingSetting(**v)) for k, v in described["settings"].items()}
+    return json.loads(_dumps({**described, "settings": settings}))
+
+
+def _strict(value):
+    """NaN and infinities as JSON null (they are not valid JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
+
+
+def _dumps(document: dict, **options) -> str:
+    return json.dumps(_strict(document), allow_nan=False, default=str, **options)
 
 
 def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
@@ -280,7 +311,7 @@ def write_results(
         "runs": [result.summary() for result in results],
         "summary": summary,
     }
-    paths["json"].write_text(json.dumps(document, indent=1, default=str))
+    paths["json"].write_text(_dumps(document, indent=1))
     paths.update(plot_sweep(results, output))
     return paths
 
