@@ -246,35 +246,34 @@ def infinite_width_kernels(
 ) -> Kernels:
     r"""The infinite-width NNGP kernel and NTK of the one-hidden-layer network, by quadrature.
 
-        Each entry is a 2-D integral over (w, b) in polar coordinates, computed pair by pair: the
-        angle range is cut where u or u' changes sign (so ReLU's kinks fall on the cuts), each arc
-        is graded geometrically towards its ends and the radius towards 0 (features of width
-        :math:`1/(r\sqrt{\sigma_w^2 x^2 + \sigma_b^2})` there are resolved whatever the inputs'
-        size), with ``angular_nodes`` / ``radial_nodes`` Gauss-Legendre points on each piece. The
-        cost grows like ``n * n2`` times the square of the log of the largest
-        :math:`\sigma_w |x| / \sigma_b`.
+    Each entry is a 2-D integral over (w, b) in polar coordinates, computed pair by pair: the
+    angle range is cut where u or u' changes sign (so ReLU's kinks fall on the cuts), each arc
+    is graded geometrically towards its ends and the radius towards 0 (features of width
+    :math:`1/(r\sqrt{\sigma_w^2 x^2 + \sigma_b^2})` there are resolved whatever the inputs'
+    size), with ``angular_nodes`` / ``radial_nodes`` Gauss-Legendre points on each piece. The
+    cost grows like ``n * n2`` times the square of the log of the largest
+    :math:`\sigma_w |x| / \sigma_b`.
 
-        :param torch.Tensor x: scalar inputs, shape ``(n,)`` or ``(n, 1)``, floating point.
-        :param torch.Tensor x2: second inputs; ``x`` if None.
-        :param str activation: :math:`
-    ho`: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"softplus"``
-            or ``"erf"``.
-        :param str weights: the law of w: ``"normal"`` :math:`N(0, \sigma_w^2)` or
-            ``"half-normal"`` :math:`|N(0, \sigma_w^2)|` (the constrained family).
-        :param float hidden_std: :math:`\sigma_w`.
-        :param float bias_std: :math:`\sigma_b` (b is :math:`N(0, \sigma_b^2)`).
-        :param float output_variance: :math:`\sigma_a^2 = \lim_m m\,c_m^2\,\mathbb{E}[a^2]`.
-        :param bool train_output: whether the output layer is trained (the NTK's first term, which
-            assumes :math:`m c_m^2 	o 1` as under ``"ntk"``).
-        :param int angular_nodes: Gauss-Legendre points per angular piece.
-        :param int radial_nodes: Gauss-Legendre points per radial piece.
-        :returns: :class:`Kernels` of shape ``(n, n2)`` in x's dtype (use float64 for accuracy).
+    :param torch.Tensor x: scalar inputs, shape ``(n,)`` or ``(n, 1)``, floating point.
+    :param torch.Tensor x2: second inputs; ``x`` if None.
+    :param str activation: :math:`\rho`: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"softplus"``
+        or ``"erf"``.
+    :param str weights: the law of w: ``"normal"`` :math:`N(0, \sigma_w^2)` or
+        ``"half-normal"`` :math:`|N(0, \sigma_w^2)|` (the constrained family).
+    :param float hidden_std: :math:`\sigma_w`.
+    :param float bias_std: :math:`\sigma_b` (b is :math:`N(0, \sigma_b^2)`).
+    :param float output_variance: :math:`\sigma_a^2 = \lim_m m\,c_m^2\,\mathbb{E}[a^2]`.
+    :param bool train_output: whether the output layer is trained (the NTK's first term, which
+        assumes :math:`m c_m^2 \to 1` as under ``"ntk"``).
+    :param int angular_nodes: Gauss-Legendre points per angular piece.
+    :param int radial_nodes: Gauss-Legendre points per radial piece.
+    :returns: :class:`Kernels` of shape ``(n, n2)`` in x's dtype (use float64 for accuracy).
 
-        >>> x = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
-        >>> quadrature = infinite_width_kernels(x, activation="erf")
-        >>> exact = closed_form_kernels(x, activation="erf")
-        >>> bool(torch.allclose(quadrature.ntk, exact.ntk, rtol=0, atol=1e-12))
-        True
+    >>> x = torch.tensor([-1.0, 0.5, 2.0], dtype=torch.float64)
+    >>> quadrature = infinite_width_kernels(x, activation="erf")
+    >>> exact = closed_form_kernels(x, activation="erf")
+    >>> bool(torch.allclose(quadrature.ntk, exact.ntk, rtol=0, atol=1e-12))
+    True
     """
     rho = lookup(HIDDEN, activation, "activation")
     if weights not in _WEIGHTS:
