@@ -467,3 +467,22 @@ def test_on_device_matches_cpu(name, device):
     torch.testing.assert_close(y.cpu(), expected_y)
     torch.testing.assert_close(log_det.cpu(), expected_log_det)
     torch.testing.assert_close(x_back.cpu(), x, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "make", [constrained_monotone_autoregressive, unconstrained_monotone_autoregressive]
+)
+def test_map_given_evaluates_each_dimension_at_t_with_the_conditioner_fed_x(make, dtype):
+    transform = perturb_(make(3, width=8).to(dtype))
+    x = torch.randn(5, 3, dtype=dtype)
+    t = torch.randn(3, dtype=dtype)
+    got = transform.map_given(x, t)
+    for d in range(3):
+        moved = x.clone()
+        moved[:, d] = t[d]  # the map of d depends on x_d and the coordinates before it only
+        torch.testing.assert_close(got[:, d], transform(moved)[:, d])
+    torch.testing.assert_close(transform.map_given(x, x), transform(x))
+    with pytest.raises(ValueError, match="t must have shape"):
+        transform.map_given(x, torch.zeros(2, dtype=dtype))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        transform.map_given(x, torch.zeros(2, 1, 3, dtype=dtype))

@@ -161,6 +161,13 @@ class DensityModel(nn.Module):
         self.base = _check_choice(base, _BASES, "base")
         if (start is None) != (base == "normal"):
             raise ValueError("start is needed by the exponential base, and only by it")
+        if base == "exponential" and not (
+            isinstance(transform, MonotoneTransformModule) or hasattr(transform, "map_given")
+        ):
+            raise ValueError(
+                "the exponential base needs an element-wise or autoregressive monotone flow, "
+                f"got {type(transform).__name__}"
+            )
         self.register_buffer("start", start)
 
     def terms(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,22 +177,20 @@ class DensityModel(nn.Module):
             log_det = self.transform.log_abs_det_jacobian(x, z)
             base = 0.5 * (z.square().sum(-1) + x.shape[-1] * math.log(2.0 * math.pi))
             return base, -log_det
-        # z_d = f_d(x) - f_d(x with coordinate d set to x0_d): the map of coordinate d depends on
-        # no later coordinate. Element-wise maps need one start row; autoregressive ones one
-        # copy of x per coordinate. All go through the transform in one call.
-        n, dim = x.shape
+        # z_d = f_d(x_d; x_<d) - f_d(x0_d; x_<d): an element-wise map needs its value at one
+        # start row (computed in the same call); an autoregressive one its maps at x0 with the
+        # conditioner fed x.
+        n = len(x)
         if isinstance(self.transform, MonotoneTransformModule):
-            starts = self.start.unsqueeze(0)
+            both = torch.cat([x, self.start.unsqueeze(0)])
+            z, at_start = self.transform(both).split([n, 1])
         else:
-            eye = torch.eye(dim, dtype=torch.bool, device=x.device)
-            starts = torch.where(eye.unsqueeze(-2), self.start, x).reshape(-1, dim)
-        both = torch.cat([x, starts])
-        z = self.transform(both)
-        log_det = self.transform.log_abs_det_jacobian(both[:n], z[:n])
-        at_start = z[n:] if len(starts) == 1 else z[n:].reshape(dim, n, dim).diagonal(0, 0, -1)
+            z = self.transform(x)
+            at_start = self.transform.map_given(x, self.start)
+        log_det = self.transform.log_abs_det_jacobian(x, z)
         # Rounding can leave f(x) - f(x0) a hair below 0 at x = x0 itself; below x0 the
         # density is 0.
-        base = (z[:n] - at_start).clamp(min=0.0).sum(-1)
+        base = (z - at_start).clamp(min=0.0).sum(-1)
         base = torch.where((x < self.start).any(-1), torch.full_like(base, math.inf), base)
         return base, -log_det
 

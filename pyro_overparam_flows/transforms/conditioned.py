@@ -290,6 +290,28 @@ class MonotoneAutoregressive(_Conditioned):
         self._cached_network = x, conditioning
         return self._apply_map(x, conditioning)
 
+    def map_given(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r"""Each dimension's map at t with the conditioner fed x: :math:`f_d(t_d; x_{<d})`, of
+        the shape of x (t broadcasts against it); the forward map when t is x. Reuses the
+        conditioner's output of a forward call on the same x.
+
+        >>> from pyro_overparam_flows import unconstrained_monotone_autoregressive
+        >>> transform = unconstrained_monotone_autoregressive(3, width=8)
+        >>> x = torch.randn(4, 3)
+        >>> torch.allclose(transform.map_given(x, x), transform(x))
+        True
+        """
+        self._refresh_cache()
+        self._check(x, "x")
+        self._check(t, "t")
+        try:
+            t = torch.broadcast_to(t, x.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"t of shape {tuple(t.shape)} does not broadcast to x's shape {tuple(x.shape)}"
+            ) from None
+        return self._apply_map(t, self._conditioning_for(x))
+
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""log-Jacobian of the triangular map: :math:`\sum_d \log f_d'(x_d; x_{<d})`."""
         self._refresh_cache()
