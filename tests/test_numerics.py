@@ -295,3 +295,33 @@ def test_stalled_newton_step_is_not_reported_as_converged():
     )
     assert bool(converged.all())
     torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("batch", [(), (4,)], ids=["shared", "per-row"])
+@pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
+def test_exact_relu_integral_analytic_backward_gradcheck(batch, scale):
+    # Units with w = 0 (active everywhere or never), queries at 0 and on both sides, pieces
+    # wholly below or above N = 0 and crossing it, slopes from small to large.
+    w, b, a = random_network(6, batch=batch, dim=2, seed=11)
+    w[..., 0] = 0.0
+    b[..., 1] = -b[..., 1].abs()
+    a = a * scale
+    generator = torch.Generator().manual_seed(12)
+    x = 2.5 * torch.randn(*(batch or (5,)), 2, generator=generator, dtype=torch.float64)
+    x.view(-1)[0] = 0.0
+    inputs = [v.clone().requires_grad_() for v in (x, w, b, a)]
+    assert torch.autograd.gradcheck(
+        lambda x, w, b, a: relu_elu_integral(x, w, b, a, 0.8), inputs, atol=1e-8
+    )
+
+
+def test_exact_relu_integral_backward_in_float32_matches_float64():
+    w, b, a = random_network(64, dim=3, seed=13)
+    x = torch.randn(50, 3, dtype=torch.float64)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        inputs = [v.to(dtype).requires_grad_() for v in (x, w, b, a)]
+        relu_elu_integral(*inputs, 1.0).sum().backward()
+        grads[dtype] = [v.grad.double() for v in inputs]
+    for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
+        torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
