@@ -106,6 +106,15 @@ def sweep(config, output: Path, command: str) -> None:
         print(f"wrote {path}")
 
 
+def _print_means(rows: list[dict], key: str, label: str) -> None:
+    """The mean of ``key`` over seeds for each family and width, as a table."""
+    print(f"{'family':<15}{'width':>7}{label:>20}")
+    for family in sorted({r["family"] for r in rows}):
+        for width in sorted({r["width"] for r in rows}):
+            values = [r[key] for r in rows if (r["family"], r["width"]) == (family, width)]
+            print(f"{family:<15}{width:>7}{sum(values) / len(values):>20.5f}")
+
+
 def kernels(args: argparse.Namespace) -> None:
     import csv
 
@@ -123,20 +132,8 @@ def kernels(args: argparse.Namespace) -> None:
             writer.writeheader()
             writer.writerows(rows)
         print(f"wrote {args.output / name}")
-    print(f"{'family':<15}{'width':>7}{'NTK error at init':>20}")
-    for family in sorted({r["family"] for r in convergence}):
-        for width in sorted({r["width"] for r in convergence}):
-            errors = [
-                r["error"] for r in convergence if (r["family"], r["width"]) == (family, width)
-            ]
-            print(f"{family:<15}{width:>7}{sum(errors) / len(errors):>20.5f}")
-    print(f"{'family':<15}{'width':>7}{'kernel distance':>20}")
-    for family in sorted({r["family"] for r in lazy}):
-        for width in sorted({r["width"] for r in lazy}):
-            moved = [
-                r["kernel_distance"] for r in lazy if (r["family"], r["width"]) == (family, width)
-            ]
-            print(f"{family:<15}{width:>7}{sum(moved) / len(moved):>20.5f}")
+    _print_means(convergence, "error", "NTK error at init")
+    _print_means(lazy, "kernel_distance", "kernel distance")
     print(f"wrote {plot_kernels(convergence, lazy, args.output / 'kernels.png')}")
 
 

@@ -15,6 +15,22 @@ _COLORS = {"constrained": "tab:blue", "unconstrained": "tab:orange"}
 _STYLES = {"hidden_weight": "-", "hidden_bias": "--", "output_weight": ":", "conditioner": "-."}
 
 
+def _spread(sd: float) -> float:
+    """An error bar's half-length: the sd over seeds, 0 for a single seed."""
+    return 0.0 if math.isnan(sd) else sd
+
+
+def _panels(plt, rows: int, columns: int):
+    return plt.subplots(rows, columns, figsize=(4.6 * columns, 3.4 * rows), squeeze=False)
+
+
+def _save(plt, figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def _present(rows: list[dict], key: str) -> bool:
     return any(math.isfinite(r[key]) for r in rows)
 
@@ -49,9 +65,7 @@ def plot_sweep(results: Sequence[RunResult], output: Path) -> dict[str, Path]:
                 axis.errorbar(
                     widths,
                     [r[f"{split}_nll_raw_mean"] for r in own],
-                    yerr=[
-                        0.0 if math.isnan(s) else s for s in (r[f"{split}_nll_raw_sd"] for r in own)
-                    ],
+                    yerr=[_spread(r[f"{split}_nll_raw_sd"]) for r in own],
                     fmt=style,
                     color=_COLORS[family],
                     capsize=3,
@@ -64,17 +78,9 @@ def plot_sweep(results: Sequence[RunResult], output: Path) -> dict[str, Path]:
         axis.set_ylabel("NLL (nats per sample)")
         axis.set_title(dataset.replace("_", " "))
     axes[0][0].legend(frameon=False, fontsize=8)
-    figure.tight_layout()
-    paths["nll_figure"] = output / "nll_vs_width.png"
-    figure.savefig(paths["nll_figure"], dpi=120)
-    plt.close(figure)
+    paths["nll_figure"] = _save(plt, figure, output / "nll_vs_width.png")
 
-    figure, axes = plt.subplots(
-        len(datasets),
-        len(families),
-        figsize=(4.6 * len(families), 3.4 * len(datasets)),
-        squeeze=False,
-    )
+    figure, axes = _panels(plt, len(datasets), len(families))
     for row_axes, dataset in zip(axes, datasets, strict=True):
         for axis, family in zip(row_axes, families, strict=True):
             own = [r for r in summary if r["dataset"] == dataset and r["family"] == family]
@@ -85,7 +91,7 @@ def plot_sweep(results: Sequence[RunResult], output: Path) -> dict[str, Path]:
                 axis.errorbar(
                     [r["width"] for r in own],
                     [r[f"{key}_mean"] for r in own],
-                    yerr=[0.0 if math.isnan(r[f"{key}_sd"]) else r[f"{key}_sd"] for r in own],
+                    yerr=[_spread(r[f"{key}_sd"]) for r in own],
                     fmt=_STYLES[layer],
                     marker="o",
                     markersize=3,
@@ -98,17 +104,9 @@ def plot_sweep(results: Sequence[RunResult], output: Path) -> dict[str, Path]:
             axis.set_ylabel(r"$\|\theta_T - \theta_0\| / \|\theta_0\|$")
             axis.set_title(f"{dataset.replace('_', ' ')}, {family}", fontsize=10)
             axis.legend(frameon=False, fontsize=8)
-    figure.tight_layout()
-    paths["distance_figure"] = output / "distance_vs_width.png"
-    figure.savefig(paths["distance_figure"], dpi=120)
-    plt.close(figure)
+    paths["distance_figure"] = _save(plt, figure, output / "distance_vs_width.png")
 
-    figure, axes = plt.subplots(
-        len(datasets),
-        len(families),
-        figsize=(4.6 * len(families), 3.4 * len(datasets)),
-        squeeze=False,
-    )
+    figure, axes = _panels(plt, len(datasets), len(families))
     cmap = plt.get_cmap("viridis")
     for row_axes, dataset in zip(axes, datasets, strict=True):
         for axis, family in zip(row_axes, families, strict=True):
@@ -128,8 +126,5 @@ def plot_sweep(results: Sequence[RunResult], output: Path) -> dict[str, Path]:
             axis.set_ylabel("test NLL")
             axis.set_title(f"{dataset.replace('_', ' ')}, {family}", fontsize=10)
             axis.legend(frameon=False, fontsize=7)
-    figure.tight_layout()
-    paths["curves_figure"] = output / "learning_curves.png"
-    figure.savefig(paths["curves_figure"], dpi=120)
-    plt.close(figure)
+    paths["curves_figure"] = _save(plt, figure, output / "learning_curves.png")
     return paths
