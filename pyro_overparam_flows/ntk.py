@@ -379,6 +379,10 @@ def closed_form_kernels(
       :math:`\mathbb{E}[\rho'\rho'] = \frac{4}{\pi} \det(I + 2\Sigma)^{-1/2}`.
 
     :param str activation: ``"relu"`` or ``"erf"``.
+
+    >>> x = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    >>> closed_form_kernels(x).nngp[0, 0].item()  # E[relu(b)^2] = 1/2 for b ~ N(0, 1)
+    0.5
     """
     if activation not in ("relu", "erf"):
         raise ValueError(f"closed forms exist for 'relu' and 'erf' only, got {activation!r}")
@@ -428,6 +432,11 @@ def kernel_limit(transform: MonotoneTransformModule) -> KernelLimit:
     says so. For the width-aware constrained ``"ntk"`` initialization,
     :math:`a = O(1/\\sqrt{m})`, so :math:`\\sigma_a^2 = 0`: only the output layer's term stays.
     Constrained flows must use ``positivity="projected"`` (parameters are the weights).
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> limit = kernel_limit(unconstrained_monotone(1, 8, parametrization="ntk"))
+    >>> limit.weights, limit.output_variance, limit.train_output
+    ('normal', 1.0, True)
     """
     if not isinstance(transform, ConstrainedMonotone | UnconstrainedMonotone):
         raise TypeError(
@@ -487,7 +496,10 @@ def infinite_width_ntk(
 
 
 def kernel_distance(kernel: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
-    r""":math:`\|\Theta_t - \Theta_0\|_F / \|\Theta_0\|_F` over the last two dimensions."""
+    r""":math:`\|\Theta_t - \Theta_0\|_F / \|\Theta_0\|_F` over the last two dimensions.
+
+    >>> kernel_distance(2 * torch.eye(3), torch.eye(3)).item()
+    1.0"""
     if kernel.shape != initial.shape:
         raise ValueError(
             f"kernels must have the same shape, got {tuple(kernel.shape)} and "

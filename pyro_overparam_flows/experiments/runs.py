@@ -129,7 +129,11 @@ def make_flow(
     family: str, dim: int, width: int, setting: TrainingSetting
 ) -> torch.distributions.Transform:
     """The transform of ``family`` for ``dim``-dimensional data: element-wise for ``dim = 1``,
-    autoregressive (``scale=False``, the paper's model) otherwise."""
+    autoregressive (``scale=False``, the paper's model) otherwise.
+
+    >>> type(make_flow("unconstrained", 2, 16, PAPER_SETTINGS["unconstrained"])).__name__
+    'UnconstrainedMonotoneAutoregressive'
+    """
     _check_choice(family, FAMILIES, "family")
     options = {"parametrization": setting.parametrization, **dict(setting.options)}
     if dim == 1:
@@ -210,7 +214,12 @@ def prepare_data(
 ) -> tuple[Preprocessed, torch.Tensor | None, float, float]:
     """The data set's samples, preprocessed for ``setting``, with the start of the exponential
     base's integral (None for the normal base) and the true distribution's train and test NLL
-    (raw units, nats per sample)."""
+    (raw units, nats per sample).
+
+    >>> data, start, _, _ = prepare_data("mixture_of_betas", PAPER_SETTINGS["unconstrained"])
+    >>> round(float(data.train.norm(dim=-1).max()), 6), bool((data.test >= start).all())
+    (0.5, True)
+    """
     make = PAPER_DATASETS[_check_choice(dataset, tuple(PAPER_DATASETS), "dataset")]
     split = make(train_size, test_size, seed=seed, dtype=torch.float64)
     preprocess = _PREPROCESSING[
