@@ -53,11 +53,13 @@ class SaturatingActivation:
 
 @dataclass(frozen=True)
 class HiddenActivation:
-    """rho and its derivative rho'."""
+    """rho and its derivative rho', and rho' written through the value rho(u) where it can be
+    (``derivative_of_value``, None otherwise): the quadrature then needs no second pass of u."""
 
     name: str
     fn: Fn
     derivative: Fn
+    derivative_of_value: Fn | None = None
 
     def __reduce__(self):  # pickle by name: the functions are module-level
         return _registered, ("HIDDEN", self.name)
@@ -143,10 +145,13 @@ SATURATING: Mapping[str, SaturatingActivation] = {
 }
 
 HIDDEN: Mapping[str, HiddenActivation] = {
-    "relu": HiddenActivation("relu", torch.relu, _relu_derivative),
-    "tanh": HiddenActivation("tanh", torch.tanh, _tanh_derivative),
-    "sigmoid": HiddenActivation("sigmoid", torch.sigmoid, _sigmoid_derivative),
-    "softplus": HiddenActivation("softplus", F.softplus, torch.sigmoid),
+    "relu": HiddenActivation("relu", torch.relu, _relu_derivative, _relu_derivative),
+    "tanh": HiddenActivation("tanh", torch.tanh, _tanh_derivative, lambda r: 1.0 - r.square()),
+    "sigmoid": HiddenActivation(
+        "sigmoid", torch.sigmoid, _sigmoid_derivative, lambda r: r * (1.0 - r)
+    ),
+    # sigmoid(u) = 1 - e^-softplus(u).
+    "softplus": HiddenActivation("softplus", F.softplus, torch.sigmoid, lambda r: -torch.expm1(-r)),
     "erf": HiddenActivation("erf", torch.erf, _erf_derivative),
 }
 

@@ -180,14 +180,12 @@ def test_bytes_saved_for_backward_do_not_grow_with_nodes():
 
     def measure(integral, count):
         nodes, weights = quadrature_rule("gauss-legendre", count)
-        rule_bytes = 2 * count * nodes.element_size()  # the rule itself, O(K), not O(K x m)
-        return saved_bytes(lambda: integral(x, w, b, a, 1.0, rho, positive, nodes, weights)) - (
-            rule_bytes if integral is integrate_one_hidden_layer else 0
-        )
+        return saved_bytes(lambda: integral(x, w, b, a, 1.0, rho, positive, nodes, weights))
 
     small, large = (measure(integrate_one_hidden_layer, k) for k in (8, 512))
     assert small == large
-    assert small <= 8 * (x.numel() + 3 * w.numel())  # x and the parameters, nothing per node
+    # One number per row for x and one per row and unit for w, b and a: nothing per node.
+    assert small == 8 * (x.numel() + 3 * x.numel() * 64)
     # The measurement sees what plain autograd keeps: every node's activations.
     assert measure(plain_quadrature, 512) > 64 * measure(plain_quadrature, 8) / 8 > small
 
@@ -317,6 +315,74 @@ def test_exact_relu_integral_analytic_backward_gradcheck(batch, scale):
 
 def test_exact_relu_integral_backward_in_float32_matches_float64():
     w, b, a = random_network(64, dim=3, seed=13)
+    x = torch.randn(50, 3, dtype=torch.float64)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        inputs = [v.to(dtype).requires_grad_() for v in (x, w, b, a)]
+        relu_elu_integral(*inputs, 1.0).sum().backward()
+        grads[dtype] = [v.grad.double() for v in inputs]
+    for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
+        torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
+
+
+def split_reference(w, b, a, c, upper):
+    """int_0^upper phi(N) by scipy, split at the kinks of N and where N crosses 0, so every part
+    is smooth and quad reaches its 1e-14 tolerance."""
+    g = network_integrand(w, b, a, c, HIDDEN["relu"], POSITIVE["elu_plus_one"])
+    w, b, a = (v.reshape(-1).tolist() for v in (w, b, a))
+    lo, hi = min(0.0, upper), max(0.0, upper)
+    points = sorted({lo, hi, *(-bi / wi for wi, bi in zip(w, b, strict=True) if wi != 0)})
+    points = [p for p in points if lo <= p <= hi]
+    cuts = []
+    for left, right in zip(points[:-1], points[1:], strict=False):
+        n_left = c * sum(ai * max(wi * left + bi, 0) for wi, bi, ai in zip(w, b, a, strict=True))
+        n_right = c * sum(ai * max(wi * right + bi, 0) for wi, bi, ai in zip(w, b, a, strict=True))
+        cuts.append(left)
+        if n_left * n_right < 0:  # N is linear on the piece: one crossing
+            cuts.append(left + (right - left) * n_left / (n_left - n_right))
+    cuts.append(points[-1])
+    total = sum(
+        integrate.quad(g, s, e, epsabs=1e-300, epsrel=1e-14, limit=200)[0]
+        for s, e in zip(cuts[:-1], cuts[1:], strict=True)
+    )
+    return total if upper >= 0 else -total
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@pytest.mark.parametrize("per_row", [False, True], ids=["shared", "per-row"])
+def test_exact_relu_integral_agrees_with_a_1e12_reference(per_row):
+    w, b, a = random_network(12, batch=(40,) if per_row else (), dim=1, seed=21)
+    w, b = 2 * w, 2 * b
+    generator = torch.Generator().manual_seed(22)
+    x = 5 * torch.randn(40, 1, generator=generator, dtype=torch.float64)
+    ours = relu_elu_integral(x, w, b, a, 0.7).reshape(-1)
+    for i, upper in enumerate(x.reshape(-1).tolist()):
+        row = (v[i] if per_row else v for v in (w, b, a))
+        assert float(ours[i]) == pytest.approx(split_reference(*row, 0.7, upper), rel=1e-12)
+
+
+def test_exact_relu_integral_per_row_equals_shared_with_gradients():
+    # The per-row path (one query per parameter row, pieces clipped to [0, x]) against the
+    # shared path (pieces integrated once, gathered per query), values and gradients, with
+    # slopes from 1e-9 (series branches) to 1e2 and queries from 0 to 30.
+    w, b, a = random_network(10, dim=3, seed=23)
+    w = w * torch.logspace(-9, 2, 10, dtype=torch.float64)
+    x = torch.tensor([[0.0, 1e-3, -2.0], [7.0, -30.0, 30.0], [0.5, -0.25, 3.0]]).double()
+    grads = []
+    for expand in (False, True):
+        inputs = [v.clone().requires_grad_() for v in (x, w, b, a)]
+        xi, wi, bi, ai = inputs
+        if expand:
+            wi, bi, ai = (v.expand(3, 3, 10) for v in (wi, bi, ai))
+        value = relu_elu_integral(xi, wi, bi, ai, 1.3)
+        value.sum().backward()
+        grads.append([value.detach(), *(v.grad for v in inputs)])
+    for shared, per_row in zip(*grads, strict=True):
+        torch.testing.assert_close(per_row, shared, rtol=1e-10, atol=1e-12)
+
+
+def test_exact_relu_integral_per_row_backward_in_float32_matches_float64():
+    w, b, a = random_network(32, batch=(50,), dim=3, seed=24)
     x = torch.randn(50, 3, dtype=torch.float64)
     grads = {}
     for dtype in (torch.float32, torch.float64):

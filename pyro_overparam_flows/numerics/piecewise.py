@@ -25,44 +25,57 @@ sums. Slopes and intercepts come from the weights through ordinary autograd.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
 __all__ = ["elu_plus_one_mean", "relu_elu_integral"]
 
-# Below this gap, (1 - e^-d)/d is replaced by its Taylor series (error d^5/720 < 2e-18).
-_TAYLOR_GAP = 1e-3
+
+class _Split(NamedTuple):
+    """u = N(t) over one piece, from u0 to u1, split at u = 0 (where phi = ELU + 1 changes
+    form) into an exponential part on [neg_lo, neg_hi] and a linear part on [pos_lo, pos_hi]."""
+
+    lo: torch.Tensor
+    hi: torch.Tensor
+    flat: torch.Tensor  # lo == hi: means are values
+    safe_gap: torch.Tensor  # hi - lo, 1 where flat
+    neg_lo: torch.Tensor
+    neg_hi: torch.Tensor
+    pos_lo: torch.Tensor
+    pos_hi: torch.Tensor
+    e_hi: torch.Tensor  # e^neg_hi
+    exp_part: torch.Tensor  # int e^u over [neg_lo, neg_hi], without cancellation
+    mean_phi: torch.Tensor
+
+
+def _split(u0: torch.Tensor, u1: torch.Tensor) -> _Split:
+    lo, hi = torch.minimum(u0, u1), torch.maximum(u0, u1)
+    gap = hi - lo
+    flat = gap <= 0
+    safe_gap = torch.where(flat, torch.ones_like(gap), gap)
+    neg_lo, neg_hi = lo.clamp(max=0), hi.clamp(max=0)
+    pos_lo, pos_hi = lo.clamp(min=0), hi.clamp(min=0)
+    e_hi = torch.exp(neg_hi)
+    exp_part = -e_hi * torch.expm1(neg_lo - neg_hi)
+    linear_part = (pos_hi - pos_lo) * (1 + (pos_hi + pos_lo) / 2)
+    mean_phi = torch.where(
+        flat, torch.where(lo > 0, lo + 1, e_hi), (exp_part + linear_part) / safe_gap
+    )
+    return _Split(lo, hi, flat, safe_gap, neg_lo, neg_hi, pos_lo, pos_hi, e_hi, exp_part, mean_phi)
 
 
 def elu_plus_one_mean(u0: torch.Tensor, u1: torch.Tensor) -> torch.Tensor:
     r"""Mean of :math:`\phi(u) = \mathrm{ELU}(u) + 1` over the interval between u0 and u1.
 
-    Equals :math:`(\Phi(u_1) - \Phi(u_0)) / (u_1 - u_0)`, and :math:`\phi(u_0)` when they meet.
+    Equals :math:`(\Phi(u_1) - \Phi(u_0)) / (u_1 - u_0)`, and :math:`\phi(u_0)` when they meet,
+    computed as :math:`e^{\min(u_1, 0)}(1 - e^{-g})` over the part below 0 (g its length, by
+    ``expm1``) plus the mean of u + 1 over the part above: sums of non-negative terms.
 
     >>> float(elu_plus_one_mean(torch.tensor(1.0), torch.tensor(3.0)))
     3.0
     """
-    lo = torch.minimum(u0, u1)
-    hi = torch.maximum(u0, u1)
-    gap = hi - lo
-    # Both <= 0: e^hi (1 - e^-gap) / gap, written so that nothing overflows.
-    small = gap < _TAYLOR_GAP
-    safe_gap = torch.where(small, torch.ones_like(gap), gap)
-    series = 1.0 - gap / 2.0 + gap.square() / 6.0 - gap.pow(3) / 24.0 + gap.pow(4) / 120.0
-    ratio = torch.where(small, series, -torch.expm1(-safe_gap) / safe_gap)
-    negative = torch.exp(torch.clamp(hi, max=0.0)) * ratio
-    # Both > 0: the mean of u + 1 is the midpoint plus one.
-    positive = (lo + hi) / 2.0 + 1.0
-    # lo <= 0 < hi: (hi^2 / 2 + hi - expm1(lo)) / gap, a sum of non-negative terms over gap > 0.
-    straddle = hi > 0
-    safe_hi = torch.clamp(hi, min=0.0)
-    mixed_gap = torch.where(straddle & (lo <= 0), gap, torch.ones_like(gap))
-    mixed = (safe_hi.square() / 2.0 + safe_hi - torch.expm1(torch.clamp(lo, max=0.0))) / mixed_gap
-    return torch.where(lo > 0, positive, torch.where(straddle, mixed, negative))
-
-
-def _piece(lo, hi, slope, intercept):
-    return (hi - lo) * elu_plus_one_mean(slope * lo + intercept, slope * hi + intercept)
+    return _split(u0, u1).mean_phi
 
 
 def _breakpoint_limit(dtype: torch.dtype) -> float:
@@ -106,32 +119,77 @@ def relu_elu_integral(
     tensor([[4.]], dtype=torch.float64)
     """
     rows, w, b, a, restore = _rows(x, hidden_weight, hidden_bias, output_weight)
-    c = multiplier
-    limit = _breakpoint_limit(x.dtype)
-    nonzero = w != 0
-    # The integral does not depend on where a breakpoint sits to first order (N is continuous
-    # there), so breakpoints carry no gradient; slopes and intercepts carry all of it.
-    with torch.no_grad():
-        tau = torch.where(nonzero, -b / torch.where(nonzero, w, torch.ones_like(w)), 0.0)
-        tau, order = torch.sort(tau.clamp(-limit, limit), dim=-1)
-    slope_step = (c * a * w.abs()).gather(-1, order)
-    intercept_step = (c * a * b * torch.sign(w)).gather(-1, order)
-    left_active = w < 0
-    # A unit with w = 0 and b > 0 is active everywhere: its slope term is 0 in value but carries
-    # the gradient with respect to w.
-    always_active = ~nonzero & (b > 0)
-    slope0 = c * (a * w * (left_active | always_active)).sum(-1, keepdim=True)
-    intercept0 = c * (a * (b * left_active + torch.relu(b) * ~nonzero)).sum(-1, keepdim=True)
-    slope = torch.cat([slope0, slope0 + torch.cumsum(slope_step, -1)], -1)
-    intercept = torch.cat([intercept0, intercept0 + torch.cumsum(intercept_step, -1)], -1)
-
-    return restore(_PiecewiseIntegral.apply(rows.contiguous(), tau, slope, intercept))
+    if rows.shape[-1] == 1:
+        # One query per parameter row (a conditioner's output): each row's pieces clipped to its
+        # own [0, x], with the gradients in w, b and a written out by hand.
+        return restore(_RowIntegral.apply(rows.contiguous(), w, b, a, multiplier))
+    # Shared parameters: pieces integrated once and gathered per query; slopes and intercepts
+    # take their gradients to w, b and a through autograd (a small graph of (D, m) tensors).
+    pieces = _Pieces(w, b, a, multiplier)
+    return restore(_PiecewiseIntegral.apply(rows.contiguous(), pieces.tau, *pieces.lines()))
 
 
-# Taylor coefficients, in z^2, of sinh(z)/z and of (z cosh z - sinh z)/z^3 up to z^16: below
-# |z| = 1 the next terms are under 1e-16 relative.
-_SINHC = [1.0 / math.factorial(2 * k + 1) for k in range(9)]
-_MOMENT = [2.0 * k / math.factorial(2 * k + 1) for k in range(1, 10)]
+class _Pieces:
+    r"""The pieces of :math:`N(t) = c \sum_r a_r \mathrm{relu}(w_r t + b_r)`: sorted
+    breakpoints :math:`\tau` (L, m) and each piece's slope and intercept (L, m + 1).
+
+    Crossing the breakpoint of unit r adds :math:`c a_r |w_r|` to the slope and
+    :math:`c a_r b_r \operatorname{sign}(w_r)` to the intercept; left of every breakpoint the
+    active units are those with w < 0, and those with w = 0 and b > 0 (active everywhere:
+    their slope term is 0 in value but carries the gradient in w). The integral does not depend
+    on where a breakpoint sits to first order (N is continuous there), so breakpoints carry no
+    gradient."""
+
+    def __init__(self, w, b, a, c):
+        self.w, self.b, self.a, self.c = w, b, a, c
+        limit = _breakpoint_limit(w.dtype)
+        self.nonzero = w != 0
+        with torch.no_grad():
+            tau = -b / torch.where(self.nonzero, w, torch.ones_like(w))
+            tau = torch.where(self.nonzero, tau, torch.zeros_like(tau))
+            self.tau, self.order = torch.sort(tau.clamp(-limit, limit), dim=-1)
+        self.left_active = w < 0
+        self.always_active = ~self.nonzero & (b > 0)
+
+    def lines(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slope and intercept of every piece, differentiable in w, b and a."""
+        w, b, a, c, order = self.w, self.b, self.a, self.c, self.order
+        slope_step = (c * a * w.abs()).gather(-1, order)
+        intercept_step = (c * a * b * torch.sign(w)).gather(-1, order)
+        slope0 = c * (a * w * (self.left_active | self.always_active)).sum(-1, keepdim=True)
+        intercept0 = c * (a * (b * self.left_active + torch.relu(b) * ~self.nonzero)).sum(
+            -1, keepdim=True
+        )
+        slope = torch.cat([slope0, slope0 + torch.cumsum(slope_step, -1)], -1)
+        intercept = torch.cat([intercept0, intercept0 + torch.cumsum(intercept_step, -1)], -1)
+        return slope, intercept
+
+    def parameter_gradients(self, grad_slope, grad_intercept):
+        """The gradients in w, b and a given those in the slopes and intercepts (the chain
+        rule of :meth:`lines`, written out: reverse cumulative sums over the pieces after each
+        breakpoint, returned to the units' order)."""
+        w, b, a, c = self.w, self.b, self.a, self.c
+        after = lambda g: g[..., 1:].flip(-1).cumsum(-1).flip(-1)  # noqa: E731
+        units = torch.empty_like(self.order).scatter_(
+            -1, self.order, torch.arange(w.shape[-1], device=w.device).expand_as(self.order)
+        )
+        slope_after = after(grad_slope).gather(-1, units)
+        intercept_after = after(grad_intercept).gather(-1, units)
+        slope_all = grad_slope.sum(-1, keepdim=True)
+        intercept_all = grad_intercept.sum(-1, keepdim=True)
+        sign = torch.sign(w)
+        left = self.left_active.to(w.dtype)
+        slope_left = (self.left_active | self.always_active).to(w.dtype)
+        idle = (~self.nonzero).to(w.dtype)
+        grad_w = c * a * (sign * slope_after + slope_left * slope_all)
+        grad_b = c * a * (sign * intercept_after + (left + idle * (b > 0)) * intercept_all)
+        grad_a = c * (
+            w.abs() * slope_after
+            + b * sign * intercept_after
+            + w * slope_left * slope_all
+            + (b * left + torch.relu(b) * idle) * intercept_all
+        )
+        return grad_w, grad_b, grad_a
 
 
 def _series(z2: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
@@ -139,51 +197,6 @@ def _series(z2: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
     for c in reversed(coefficients[:-1]):
         total = total * z2 + c
     return total
-
-
-def _exp_moments(lo, hi, slope, intercept):
-    """(int e^N, int t e^N) over [lo, hi] for N = slope t + intercept <= 0 there."""
-    half = (hi - lo) / 2
-    mid = (hi + lo) / 2
-    u_mid = slope * mid + intercept
-    z = slope * half
-    small = z.abs() < 1.0
-    z_safe = torch.where(small, torch.ones_like(z), z)
-    z2 = torch.where(small, z, torch.zeros_like(z)).square()
-    up, down = torch.exp(u_mid + z_safe), torch.exp(u_mid - z_safe)  # both e^N at an end
-    centre = torch.exp(torch.where(small, u_mid, torch.zeros_like(u_mid)))
-    # int e^N = 2 half e^u_mid sinh(z) / z,
-    # int (t - mid) e^N = 2 half^2 e^u_mid (z cosh z - sinh z) / z^2.
-    mean = torch.where(small, centre * _series(z2, _SINHC), (up - down) / (2 * z_safe))
-    odd = torch.where(
-        small,
-        centre * z * _series(z2, _MOMENT),
-        ((z_safe - 1) * up + (z_safe + 1) * down) / (2 * z_safe.square()),
-    )
-    zeroth = 2 * half * mean
-    return zeroth, mid * zeroth + 2 * half.square() * odd
-
-
-def _moments(lo, hi, slope, intercept):
-    """(int phi'(N), int t phi'(N)) over [lo, hi] (lo <= hi) for N = slope t + intercept and
-    phi = ELU + 1 (phi' = e^N where N <= 0, 1 above), split where N crosses 0."""
-    u_lo, u_hi = slope * lo + intercept, slope * hi + intercept
-    crossing = (u_lo > 0) != (u_hi > 0)
-    safe = torch.where(crossing, slope, torch.ones_like(slope))
-    cut = torch.where(crossing, torch.clamp(-intercept / safe, lo, hi), hi).clamp(lo, hi)
-    zeroth = first = 0.0
-    for a, b in ((lo, cut), (cut, hi)):
-        positive = slope * (a + b) / 2 + intercept > 0
-        # Where phi' = 1 the exponential moments are not used: feed them zeros (no overflow).
-        e0, e1 = _exp_moments(
-            a,
-            b,
-            torch.where(positive, torch.zeros_like(slope), slope),
-            torch.where(positive, torch.zeros_like(intercept), intercept),
-        )
-        zeroth = zeroth + torch.where(positive, b - a, e0)
-        first = first + torch.where(positive, (b - a) * (a + b) / 2, e1)
-    return zeroth, first
 
 
 def _pieces(left, right, slope, intercept, rows, piece):
@@ -220,9 +233,8 @@ class _PiecewiseIntegral(torch.autograd.Function):
         ahead = rows >= 0
         # The whole pieces on each side of 0 and the piece each query ends in, in one call.
         m, n = tau.shape[-1], rows.shape[-1]
-        positive, negative, last = _piece(
-            *_pieces(left, right, slope, intercept, rows, piece)
-        ).split([m, m, n], -1)
+        pieces = _row_pieces(*_pieces(left, right, slope, intercept, rows, piece), False)[0]
+        positive, negative, last = pieces.split([m, m, n], -1)
         from_zero_right = torch.cat([zero, torch.cumsum(positive, -1)], -1)
         to_zero_left = torch.cat([negative.flip(-1).cumsum(-1).flip(-1), zero], -1)
         whole = torch.where(ahead, at(from_zero_right), at(to_zero_left))
@@ -250,7 +262,7 @@ class _PiecewiseIntegral(torch.autograd.Function):
         beyond = ahead_count.flip(-1).cumsum(-1).flip(-1)[..., 1:]
         before = behind_count.cumsum(-1)[..., :-1]
         m, n = tau.shape[-1], rows.shape[-1]
-        zeroth, first = _moments(*_pieces(left, right, slope, intercept, rows, piece))
+        _, zeroth, first = _row_pieces(*_pieces(left, right, slope, intercept, rows, piece), True)
         p0, n0, j0 = zeroth.split([m, m, n], -1)
         p1, n1, j1 = first.split([m, m, n], -1)
         pad = torch.zeros_like(slope[..., :1])
@@ -259,3 +271,112 @@ class _PiecewiseIntegral(torch.autograd.Function):
         grad_slope = grad_slope.scatter_add(-1, piece, signed * j1)
         grad_intercept = grad_intercept.scatter_add(-1, piece, signed * j0)
         return grad_rows, None, grad_slope, grad_intercept
+
+
+# Taylor coefficients, in h^2, of (h cosh h - sinh h) / h^3 = sum 2k / (2k + 1)! h^(2k - 2):
+# below h = 1/2 the terms kept leave under 2e-17 (float64) and 3e-9 (float32) relative.
+_CENTRAL = {
+    torch.float64: [2.0 * k / math.factorial(2 * k + 1) for k in range(1, 8)],
+    torch.float32: [2.0 * k / math.factorial(2 * k + 1) for k in range(1, 5)],
+}
+
+
+def _central_exp_moment(h: torch.Tensor, centre_exp: torch.Tensor, e_hi, e_lo) -> torch.Tensor:
+    r""":math:`\int_{c-h}^{c+h} (u - c)\,e^u\,du = 2 e^c (h \cosh h - \sinh h)`, h >= 0, by its
+    series below h = 1/2 and from the end values :math:`e^{c \pm h}` above."""
+    small = h < 0.5
+    hs = torch.where(small, h, torch.zeros_like(h))
+    coefficients = _CENTRAL.get(h.dtype, _CENTRAL[torch.float64])
+    series = _series(hs.square(), coefficients) * hs.pow(3) * (2 * centre_exp)
+    direct = h * (e_hi + e_lo) - (e_hi - e_lo)
+    return torch.where(small, series, direct)
+
+
+def _row_pieces(starts, ends, slope, intercept, moments: bool):
+    r"""Per piece, the integral of :math:`\phi(N)` over [start, end] and, with ``moments``,
+    :math:`\int \phi'(N)` and :math:`\int t\,\phi'(N)` there (N = slope t + intercept, phi =
+    ELU + 1). Each is an interval length times a mean over u = N(t) in [lo, hi], split at
+    u = 0 into an exponential part and a linear part, each without cancellation."""
+    length = ends - starts
+    u0, u1 = torch.addcmul(intercept, slope, starts), torch.addcmul(intercept, slope, ends)
+    p = _split(u0, u1)
+    integral = length * p.mean_phi
+    if not moments:
+        return integral, None, None
+    pos_length = p.pos_hi - p.pos_lo
+    mean_dphi = torch.where(
+        p.flat,
+        torch.where(p.lo > 0, torch.ones_like(p.lo), p.e_hi),
+        (p.exp_part + pos_length) / p.safe_gap,
+    )
+    zeroth = length * mean_dphi
+    # J = int (u - c) phi'(u) du over [lo, hi], c the midpoint: the linear part, then the
+    # exponential part about its own midpoint plus the shift between the midpoints.
+    centre = (p.lo + p.hi) / 2
+    neg_centre, half = (p.neg_lo + p.neg_hi) / 2, (p.neg_hi - p.neg_lo) / 2
+    central = _central_exp_moment(half, torch.exp(neg_centre), p.e_hi, torch.exp(p.neg_lo))
+    linear = pos_length * ((p.pos_hi + p.pos_lo) / 2 - centre)
+    moment = linear + central + (neg_centre - centre) * p.exp_part
+    # int (t - mid) phi'(N) dt = sign(slope) J / slope^2 = sign(slope) J length^2 / gap^2.
+    offcentre = torch.where(
+        p.flat, torch.zeros_like(moment), torch.sign(slope) * moment / p.safe_gap / p.safe_gap
+    )
+    first = (starts + ends) / 2 * zeroth + offcentre * length.square()
+    return integral, zeroth, first
+
+
+# Elements of one (rows x pieces) block of the per-row integral.
+_ROW_BLOCK_ELEMENTS = 1 << 16
+
+
+class _RowIntegral(torch.autograd.Function):
+    """Signed integral of phi(N) from 0 to one query per row, ``rows`` (L, 1), for the ReLU
+    network of that row's w, b, a (L, m): every piece clipped to the row's [min(0, x), max(0, x)]
+    (pieces outside get length 0). Rows are taken in blocks whose temporaries stay in cache;
+    when gradients are wanted the same pass computes each piece's moments and maps them to
+    w, b and a, so the backward pass is a product."""
+
+    @staticmethod
+    def forward(ctx, rows, w, b, a, c):
+        need_x, need_w, need_b, need_a = ctx.needs_input_grad[:4]
+        moments = need_w or need_b or need_a
+        integral = torch.empty_like(rows)
+        slope_x = torch.empty_like(rows) if need_x else None
+        grads = [torch.empty_like(w) if moments else None for _ in range(3)]
+        size = rows.shape[0]
+        if rows.device.type == "cpu":
+            size = max(1, _ROW_BLOCK_ELEMENTS // w.shape[-1])
+        for start in range(0, rows.shape[0], size):
+            block = slice(start, start + size)
+            x = rows[block]
+            pieces = _Pieces(w[block], b[block], a[block], c)
+            slope, intercept = pieces.lines()
+            low, high = x.clamp(max=0), x.clamp(min=0)
+            inner = torch.clamp(pieces.tau, low, high)
+            starts, ends = torch.cat([low, inner], -1), torch.cat([inner, high], -1)
+            part, zeroth, first = _row_pieces(starts, ends, slope, intercept, moments)
+            torch.sum(part, -1, keepdim=True, out=integral[block])
+            if need_x:  # d/dx = phi(N(x)), N(x) on the piece holding x
+                at = torch.searchsorted(pieces.tau, x, right=True)
+                u = slope.gather(-1, at) * x + intercept.gather(-1, at)
+                slope_x[block] = torch.where(u > 0, u + 1.0, torch.exp(u.clamp(max=0.0)))
+            if moments:
+                sign = torch.where(x < 0, -1.0, 1.0).to(x.dtype)
+                for out, g in zip(
+                    grads, pieces.parameter_gradients(sign * first, sign * zeroth), strict=True
+                ):
+                    out[block] = g
+        ctx.save_for_backward(slope_x, *grads)
+        return torch.where(rows < 0, -integral, integral)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        slope_x, grad_w, grad_b, grad_a = ctx.saved_tensors
+        return (
+            None if slope_x is None else grad * slope_x,
+            None if grad_w is None or not ctx.needs_input_grad[1] else grad * grad_w,
+            None if grad_b is None or not ctx.needs_input_grad[2] else grad * grad_b,
+            None if grad_a is None or not ctx.needs_input_grad[3] else grad * grad_a,
+            None,
+        )
