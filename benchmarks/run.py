@@ -42,11 +42,14 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-HIDDEN = [64, 64]
-WIDTH = 32  # m of our per-dimension networks
+HIDDEN = [64, 64]  # every conditioner: two hidden layers of 64 (zuko's default)
+WIDTH = 16  # m of our per-dimension networks: 14k parameters at d = 8, like UMNN's
 SIGNAL = 16  # zuko's and UMNN's embedding size
-PEER_INTEGRAND = [32, 32]  # the integrand networks of zuko's UNAF/NAF and UMNN
+ZUKO_INTEGRAND = [16, 16]  # the per-dimension networks of zuko's UNAF and NAF
+UMNN_INTEGRAND = [32, 32]  # UMNN's integrand network, shared by the dimensions
 PEER_NODES = 32  # zuko's Gauss-Legendre default; UMNN's Clenshaw-Curtis steps set to match
+PYRO_NAF_WIDTH = 8
+SPLINE_BINS = 8  # Pyro's default
 
 
 @dataclass
@@ -93,7 +96,7 @@ def _umnn_subject(d: int, device, dtype) -> Subject:
     flow = UMNNMAFFlow(
         nb_flow=1,
         nb_in=d,
-        hidden_derivative=PEER_INTEGRAND,
+        hidden_derivative=UMNN_INTEGRAND,
         hidden_embedding=HIDDEN,
         embedding_s=SIGNAL,
         nb_steps=PEER_NODES,
@@ -106,7 +109,7 @@ def _umnn_subject(d: int, device, dtype) -> Subject:
     return Subject(flow, lambda x: flow.compute_ll(x)[0], flow.invert, flow.forward)
 
 
-def _ours(kind: str, autoregressive: bool, d: int, device, dtype) -> Subject:
+def _ours(kind: str, autoregressive: bool, d: int, device, dtype, **extra) -> Subject:
     import pyro_overparam_flows as pof
 
     options = {
@@ -115,6 +118,7 @@ def _ours(kind: str, autoregressive: bool, d: int, device, dtype) -> Subject:
         "constrained": ("constrained", {}),
     }
     family, kwargs = options[kind]
+    kwargs = {**kwargs, **extra}
     if autoregressive:
         maker = getattr(pof, f"{family}_monotone_autoregressive")
         transform = maker(d, WIDTH, hidden_dims=HIDDEN, **kwargs)
@@ -130,7 +134,7 @@ def _zuko(name: str, d: int, device, dtype) -> Subject:
         d,
         transforms=1,
         signal=SIGNAL,
-        network={"hidden_features": PEER_INTEGRAND},
+        network={"hidden_features": ZUKO_INTEGRAND},
         hidden_features=HIDDEN,
     )
     return _zuko_subject(flow, device, dtype)
@@ -140,9 +144,9 @@ def _pyro_peer(name: str, d: int, device, dtype) -> Subject:
     from pyro.distributions import transforms
 
     if name == "neural":
-        transform = transforms.neural_autoregressive(d, hidden_dims=HIDDEN, width=16)
+        transform = transforms.neural_autoregressive(d, hidden_dims=HIDDEN, width=PYRO_NAF_WIDTH)
     else:
-        transform = transforms.spline_autoregressive(d, hidden_dims=HIDDEN, count_bins=8)
+        transform = transforms.spline_autoregressive(d, hidden_dims=HIDDEN, count_bins=SPLINE_BINS)
     return _pyro_subject(transform, d, device, dtype)
 
 
@@ -161,6 +165,9 @@ MODELS: dict[str, tuple[str, Callable]] = {
     "Pyro spline_autoregressive": ("other", lambda *a: _pyro_peer("spline", *a)),
 }
 QUADRATURE_MODEL = "ours U-tanh AR (quadrature)"
+#: The numbers of quadrature nodes K at which the quadrature flow's peak memory is also measured.
+NODE_COUNTS = (8, 96, 384)
+DEFAULT_NODES = 24  # DEFAULT_QUADRATURE_NODES["softplus"], the quadrature flow's K
 #: Our autoregressive flows, each set against every peer in the ratios.
 COMPARED = ["ours U-ReLU AR (exact)", QUADRATURE_MODEL, "ours C-tanh AR"]
 
@@ -250,6 +257,19 @@ def worker(name: str, d: int, batch: int, args: argparse.Namespace) -> None:
         with PeakMemory(device) as memory:
             step()
         _emit(memory=memory.peak)
+        if name == QUADRATURE_MODEL:  # the same flow with other numbers of nodes
+            peaks = {}
+            for count in NODE_COUNTS:
+                torch.manual_seed(0)
+                other = _ours("unconstrained-tanh", True, d, device, dtype, quadrature_nodes=count)
+                other_params = [p for p in other.module.parameters() if p.requires_grad]
+                (-other.log_prob(x).mean()).backward()
+                for p in other_params:
+                    p.grad = None
+                with PeakMemory(device) as memory:
+                    (-other.log_prob(x).mean()).backward()
+                peaks[count] = memory.peak
+            _emit(memory_by_nodes=peaks)
         return
     times = [timed(step)]
     while len(times) < args.repeats or (sum(times) < 1.0 and len(times) < 50):
@@ -392,17 +412,23 @@ def format_report(results: dict, args: argparse.Namespace) -> str:
                     _ratio(mine, peer, "sample", budget),
                 ]
             rows.append("| " + " | ".join(cells) + " |")
-    rows += ["", "Floor: one torch.tanh over B * d * K * m elements.", ""]
+    rows += ["", "Floor: one torch.tanh over B * d * K * m elements; peak memory of the", ""]
+    rows[-2] += f" quadrature flow's forward+backward at other K (default {DEFAULT_NODES})."
+    counts = " | ".join(f"memory K={k} (MB)" for k in NODE_COUNTS)
     rows += [
-        "| d | B | elements | tanh (ms) | quadrature fwd+bwd / floor |",
-        "|---|---|---|---|---|",
+        f"| d | B | elements | tanh (ms) | quadrature fwd+bwd / floor | {counts} |",
+        "|---|---|---|---|---|" + "---|" * len(NODE_COUNTS),
     ]
     for (d, batch), models in results.items():
         r = models.get(QUADRATURE_MODEL, {})
         if "floor" in r and "log_prob" in r:
+            peaks = r.get("memory_by_nodes", {})
+            cells = [
+                f"{peaks[str(k)] / 2**20:.4g}" if str(k) in peaks else "-" for k in NODE_COUNTS
+            ]
             rows.append(
                 f"| {d} | {batch} | {r['floor_elements']} | {_ms(r['floor'])} "
-                f"| {r['log_prob'] / r['floor']:.3g} |"
+                f"| {r['log_prob'] / r['floor']:.3g} | " + " | ".join(cells) + " |"
             )
     return "\n".join(rows)
 

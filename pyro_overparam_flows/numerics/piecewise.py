@@ -178,16 +178,21 @@ class _Pieces:
         slope_all = grad_slope.sum(-1, keepdim=True)
         intercept_all = grad_intercept.sum(-1, keepdim=True)
         sign = torch.sign(w)
-        left = self.left_active.to(w.dtype)
-        slope_left = (self.left_active | self.always_active).to(w.dtype)
-        idle = (~self.nonzero).to(w.dtype)
-        grad_w = c * a * (sign * slope_after + slope_left * slope_all)
-        grad_b = c * a * (sign * intercept_after + (left + idle * (b > 0)) * intercept_all)
+        zero = torch.zeros_like(w)
+        # What slope0 and intercept0 of :meth:`lines` take from each unit, per unit of w, b, a.
+        slope_left = torch.where(self.left_active | self.always_active, slope_all, zero)
+        intercept_left = torch.where(
+            self.left_active | self.always_active, intercept_all, zero
+        )
+        relu_b = torch.where(self.nonzero, b, torch.relu(b))
+        ca = c * a
+        grad_w = ca * torch.addcmul(slope_left, sign, slope_after)
+        grad_b = ca * torch.addcmul(intercept_left, sign, intercept_after)
         grad_a = c * (
             w.abs() * slope_after
             + b * sign * intercept_after
-            + w * slope_left * slope_all
-            + (b * left + torch.relu(b) * idle) * intercept_all
+            + w * slope_left
+            + torch.where(self.left_active | ~self.nonzero, relu_b, zero) * intercept_all
         )
         return grad_w, grad_b, grad_a
 

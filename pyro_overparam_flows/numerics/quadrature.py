@@ -28,7 +28,7 @@ __all__ = ["QUADRATURE_RULES", "integrate_one_hidden_layer", "quadrature_rule"]
 
 # Elements of one (rows x nodes x width) block of hidden activations: its working set stays in
 # cache on the CPU.
-_BLOCK = 1 << 16
+_BLOCK = 1 << 17
 
 
 def _gauss_legendre(count: int) -> tuple[np.ndarray, np.ndarray]:
