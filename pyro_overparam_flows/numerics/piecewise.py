@@ -181,9 +181,7 @@ class _Pieces:
         zero = torch.zeros_like(w)
         # What slope0 and intercept0 of :meth:`lines` take from each unit, per unit of w, b, a.
         slope_left = torch.where(self.left_active | self.always_active, slope_all, zero)
-        intercept_left = torch.where(
-            self.left_active | self.always_active, intercept_all, zero
-        )
+        intercept_left = torch.where(self.left_active | self.always_active, intercept_all, zero)
         relu_b = torch.where(self.nonzero, b, torch.relu(b))
         ca = c * a
         grad_w = ca * torch.addcmul(slope_left, sign, slope_after)

@@ -173,9 +173,10 @@ def integrate_one_hidden_layer(
     >>> nodes, weights = quadrature_rule("gauss-legendre", 8)
     >>> zeros = torch.zeros(1, 4, dtype=torch.float64)
     >>> x = torch.tensor([[2.0]], dtype=torch.float64)
-    >>> integrate_one_hidden_layer(x, zeros, zeros, zeros, 1.0, HIDDEN["tanh"],
-    ...                            POSITIVE["elu_plus_one"], nodes, weights)
-    tensor([[2.]], dtype=torch.float64)
+    >>> y = integrate_one_hidden_layer(x, zeros, zeros, zeros, 1.0, HIDDEN["tanh"],
+    ...                                POSITIVE["elu_plus_one"], nodes, weights)
+    >>> y.shape, round(float(y), 12)  # N = 0, phi(0) = 1: the integral is x
+    (torch.Size([1, 1]), 2.0)
     """
     shape = torch.broadcast_shapes(
         x.shape + (1,), hidden_weight.shape, hidden_bias.shape, output_weight.shape
