@@ -391,3 +391,37 @@ def test_exact_relu_integral_per_row_backward_in_float32_matches_float64():
         grads[dtype] = [v.grad.double() for v in inputs]
     for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
         torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
+
+
+def test_exact_relu_gradients_of_a_left_active_unit_in_float32():
+    # A unit with w < 0 is active before its breakpoint: its gradients are sums over the pieces
+    # before it, not the total minus the pieces after (which cancels in float32 when the
+    # breakpoint is near 0 and x is far).
+    w = torch.tensor([[[-1.0, 0.8, 0.3]]], dtype=torch.float64)
+    b = torch.tensor([[[1e-4, -1.0, 0.2]]], dtype=torch.float64)  # the first breakpoint at 1e-4
+    a = torch.tensor([[[0.9, -0.5, 0.4]]], dtype=torch.float64)
+    x = torch.tensor([[5.0]], dtype=torch.float64)
+    grads = {}
+    for dtype in (torch.float32, torch.float64):
+        inputs = [v.to(dtype).requires_grad_() for v in (x, w, b, a)]
+        relu_elu_integral(*inputs, 1.0).sum().backward()
+        grads[dtype] = [v.grad.double() for v in inputs]
+    for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
+        torch.testing.assert_close(low, high, rtol=1e-5, atol=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (0, 0, 3)])
+def test_integrals_of_an_empty_batch(shape):
+    w, b, a = (v.requires_grad_() for v in random_network(4, dim=3, seed=25))
+    x = torch.zeros(shape, dtype=torch.float64, requires_grad=True)
+    per_row = [v.expand(*shape, 4) for v in (w, b, a)]
+    nodes, weights = quadrature_rule("gauss-legendre", 8)
+    rho, positive = HIDDEN["tanh"], POSITIVE["softplus"]
+    for value in (
+        relu_elu_integral(x, w, b, a, 1.0),
+        relu_elu_integral(x, *per_row, 1.0),
+        integrate_one_hidden_layer(x, *per_row, 1.0, rho, positive, nodes, weights),
+    ):
+        assert value.shape == shape
+        value.sum().backward()
+    assert w.grad.abs().sum() == 0 and x.grad.shape == shape

@@ -17,9 +17,17 @@ terms only: no cancellation between far-away pieces.
 
 The backward pass is analytic rather than a graph through every piece: the derivative in x is
 :math:`\phi(N(x))`, and in a piece's slope and intercept the moments
-:math:`\int t\,\phi'(N)` and :math:`\int \phi'(N)` over the part of the piece each query
-covers, in closed form (series for short pieces), gathered over the queries by two cumulative
-sums. Slopes and intercepts come from the weights through ordinary autograd.
+:math:`\int t\,\phi'(N)` and :math:`\int \phi'(N)` over the part of the piece a query covers, in
+closed form (series for short pieces). In w, b and a of unit r they add up over the pieces where
+the unit is active: :math:`c \int \phi'(N)\,(w_r t + b_r)` in a and so on. Two layouts:
+
+* shared parameters (D, m), many queries: pieces integrated once, gathered per query, the
+  moments gathered over the queries by cumulative sums; slopes and intercepts take the
+  gradient to the weights through autograd (a small graph of (D, m) tensors);
+* one query per parameter row (a conditioner's output): every piece clipped to the row's own
+  [0, x], and, when gradients are wanted, the moments and their sums over each unit's active
+  pieces computed in the same pass, so the backward pass is a product. On the CPU rows go in
+  blocks whose temporaries stay in cache.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["elu_plus_one_mean", "relu_elu_integral"]
+__all__ = ["relu_elu_integral"]
 
 
 class _Split(NamedTuple):
@@ -63,19 +71,6 @@ def _split(u0: torch.Tensor, u1: torch.Tensor) -> _Split:
         flat, torch.where(lo > 0, lo + 1, e_hi), (exp_part + linear_part) / safe_gap
     )
     return _Split(lo, hi, flat, safe_gap, neg_lo, neg_hi, pos_lo, pos_hi, e_hi, exp_part, mean_phi)
-
-
-def elu_plus_one_mean(u0: torch.Tensor, u1: torch.Tensor) -> torch.Tensor:
-    r"""Mean of :math:`\phi(u) = \mathrm{ELU}(u) + 1` over the interval between u0 and u1.
-
-    Equals :math:`(\Phi(u_1) - \Phi(u_0)) / (u_1 - u_0)`, and :math:`\phi(u_0)` when they meet,
-    computed as :math:`e^{\min(u_1, 0)}(1 - e^{-g})` over the part below 0 (g its length, by
-    ``expm1``) plus the mean of u + 1 over the part above: sums of non-negative terms.
-
-    >>> float(elu_plus_one_mean(torch.tensor(1.0), torch.tensor(3.0)))
-    3.0
-    """
-    return _split(u0, u1).mean_phi
 
 
 def _breakpoint_limit(dtype: torch.dtype) -> float:
@@ -118,6 +113,10 @@ def relu_elu_integral(
     >>> relu_elu_integral(torch.tensor([[2.0]], dtype=torch.float64), w, zero, w, 1.0)
     tensor([[4.]], dtype=torch.float64)
     """
+    if not torch.is_grad_enabled():  # a Function sees requires_grad even under no_grad
+        x, hidden_weight, hidden_bias, output_weight = (
+            v.detach() for v in (x, hidden_weight, hidden_bias, output_weight)
+        )
     rows, w, b, a, restore = _rows(x, hidden_weight, hidden_bias, output_weight)
     if rows.shape[-1] == 1:
         # One query per parameter row (a conditioner's output): each row's pieces clipped to its
@@ -165,34 +164,26 @@ class _Pieces:
         return slope, intercept
 
     def parameter_gradients(self, grad_slope, grad_intercept):
-        """The gradients in w, b and a given those in the slopes and intercepts (the chain
-        rule of :meth:`lines`, written out: reverse cumulative sums over the pieces after each
-        breakpoint, returned to the units' order)."""
+        """The gradients in w, b and a given those in the slopes and intercepts. Unit r adds
+        :math:`c a_r (w_r t + b_r)` to N on the pieces where it is active, so its gradients are
+        :math:`c a_r S_r`, :math:`c a_r I_r` and :math:`c (w_r S_r + b_r I_r)`, with S and I the
+        slope and intercept gradients summed over those pieces: the pieces after its breakpoint
+        (w > 0), before it (w < 0), all of them (w = 0 < b) or none. Each is a sum of the
+        pieces' own terms, so nothing cancels."""
         w, b, a, c = self.w, self.b, self.a, self.c
-        after = lambda g: g[..., 1:].flip(-1).cumsum(-1).flip(-1)  # noqa: E731
         units = torch.empty_like(self.order).scatter_(
             -1, self.order, torch.arange(w.shape[-1], device=w.device).expand_as(self.order)
         )
-        slope_after = after(grad_slope).gather(-1, units)
-        intercept_after = after(grad_intercept).gather(-1, units)
-        slope_all = grad_slope.sum(-1, keepdim=True)
-        intercept_all = grad_intercept.sum(-1, keepdim=True)
-        sign = torch.sign(w)
-        zero = torch.zeros_like(w)
-        # What slope0 and intercept0 of :meth:`lines` take from each unit, per unit of w, b, a.
-        slope_left = torch.where(self.left_active | self.always_active, slope_all, zero)
-        intercept_left = torch.where(self.left_active | self.always_active, intercept_all, zero)
-        relu_b = torch.where(self.nonzero, b, torch.relu(b))
+
+        def active(g: torch.Tensor) -> torch.Tensor:
+            before = g[..., :-1].cumsum(-1).gather(-1, units)  # pieces 0..k at position k
+            after = g[..., 1:].flip(-1).cumsum(-1).flip(-1).gather(-1, units)  # k+1..m
+            everywhere = torch.where(self.always_active, g.sum(-1, keepdim=True), 0.0)
+            return torch.where(w > 0, after, torch.where(self.left_active, before, everywhere))
+
+        slopes, intercepts = active(grad_slope), active(grad_intercept)
         ca = c * a
-        grad_w = ca * torch.addcmul(slope_left, sign, slope_after)
-        grad_b = ca * torch.addcmul(intercept_left, sign, intercept_after)
-        grad_a = c * (
-            w.abs() * slope_after
-            + b * sign * intercept_after
-            + w * slope_left
-            + torch.where(self.left_active | ~self.nonzero, relu_b, zero) * intercept_all
-        )
-        return grad_w, grad_b, grad_a
+        return ca * slopes, ca * intercepts, c * torch.addcmul(w * slopes, b, intercepts)
 
 
 def _series(z2: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
@@ -328,27 +319,25 @@ def _row_pieces(starts, ends, slope, intercept, moments: bool):
     return integral, zeroth, first
 
 
-# Elements of one (rows x pieces) block of the per-row integral.
-_ROW_BLOCK_ELEMENTS = 1 << 16
+# Elements of one (rows x pieces) block of the per-row integral per CPU thread, and on a device.
+_ROW_BLOCK_ELEMENTS = 1 << 15
+_DEVICE_BLOCK_ELEMENTS = 1 << 22
 
 
 class _RowIntegral(torch.autograd.Function):
     """Signed integral of phi(N) from 0 to one query per row, ``rows`` (L, 1), for the ReLU
     network of that row's w, b, a (L, m): every piece clipped to the row's [min(0, x), max(0, x)]
-    (pieces outside get length 0). Rows are taken in blocks whose temporaries stay in cache;
-    when gradients are wanted the same pass computes each piece's moments and maps them to
-    w, b and a, so the backward pass is a product."""
+    (pieces outside get length 0). Rows are taken in blocks (on the CPU small enough that their
+    temporaries stay in cache); when gradients are wanted the same pass computes each piece's
+    moments and maps them to w, b and a, so the backward pass is a product."""
 
     @staticmethod
     def forward(ctx, rows, w, b, a, c):
-        need_x, need_w, need_b, need_a = ctx.needs_input_grad[:4]
-        moments = need_w or need_b or need_a
+        need_x, *need = ctx.needs_input_grad[:4]
         integral = torch.empty_like(rows)
         slope_x = torch.empty_like(rows) if need_x else None
-        grads = [torch.empty_like(w) if moments else None for _ in range(3)]
-        size = rows.shape[0]
-        if rows.device.type == "cpu":
-            size = max(1, _ROW_BLOCK_ELEMENTS // w.shape[-1])
+        grads = [torch.empty_like(w) if needed else None for needed in need]
+        size = max(1, _block_elements(rows) // w.shape[-1])
         for start in range(0, rows.shape[0], size):
             block = slice(start, start + size)
             x = rows[block]
@@ -357,29 +346,30 @@ class _RowIntegral(torch.autograd.Function):
             low, high = x.clamp(max=0), x.clamp(min=0)
             inner = torch.clamp(pieces.tau, low, high)
             starts, ends = torch.cat([low, inner], -1), torch.cat([inner, high], -1)
-            part, zeroth, first = _row_pieces(starts, ends, slope, intercept, moments)
+            part, zeroth, first = _row_pieces(starts, ends, slope, intercept, any(need))
             torch.sum(part, -1, keepdim=True, out=integral[block])
             if need_x:  # d/dx = phi(N(x)), N(x) on the piece holding x
                 at = torch.searchsorted(pieces.tau, x, right=True)
                 u = slope.gather(-1, at) * x + intercept.gather(-1, at)
                 slope_x[block] = torch.where(u > 0, u + 1.0, torch.exp(u.clamp(max=0.0)))
-            if moments:
-                sign = torch.where(x < 0, -1.0, 1.0).to(x.dtype)
-                for out, g in zip(
-                    grads, pieces.parameter_gradients(sign * first, sign * zeroth), strict=True
-                ):
-                    out[block] = g
+            if any(need):
+                below = x < 0  # the result is -integral there
+                signed = [torch.where(below, -g, g) for g in (first, zeroth)]
+                for out, g in zip(grads, pieces.parameter_gradients(*signed), strict=True):
+                    if out is not None:
+                        out[block] = g
         ctx.save_for_backward(slope_x, *grads)
         return torch.where(rows < 0, -integral, integral)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        slope_x, grad_w, grad_b, grad_a = ctx.saved_tensors
-        return (
-            None if slope_x is None else grad * slope_x,
-            None if grad_w is None or not ctx.needs_input_grad[1] else grad * grad_w,
-            None if grad_b is None or not ctx.needs_input_grad[2] else grad * grad_b,
-            None if grad_a is None or not ctx.needs_input_grad[3] else grad * grad_a,
-            None,
-        )
+        return (*(None if g is None else grad * g for g in ctx.saved_tensors), None)
+
+
+def _block_elements(t: torch.Tensor) -> int:
+    """Elements of one block of per-row work: on the CPU a working set that stays in cache for
+    each thread; on an accelerator large blocks, which only bound the memory of temporaries."""
+    if t.device.type == "cpu":
+        return _ROW_BLOCK_ELEMENTS * torch.get_num_threads()
+    return _DEVICE_BLOCK_ELEMENTS

@@ -7,7 +7,7 @@ With nodes :math:`s_k \in [0, 1]` and weights :math:`\omega_k`,
     \int_0^x \phi(N(t))\,dt \approx x \sum_k \omega_k\, \phi(N(x s_k)), \qquad
     N(t) = c \sum_r a_r\, \rho(w_r t + b_r).
 
-Rows are evaluated in blocks whose hidden activations stay in cache, the sums over the m units
+Rows are evaluated in blocks (on the CPU small enough to stay in cache), the sums over the m units
 and over the K nodes as matrix products. When gradients are wanted the same pass accumulates the
 three (rows x m) sums over the nodes that the gradients need (one of them through rho' written
 in terms of rho(u) where it can be), so the memory kept for backward is O(batch x m) whatever K
@@ -26,9 +26,10 @@ from ..activations import HiddenActivation, PositiveFunction
 
 __all__ = ["QUADRATURE_RULES", "integrate_one_hidden_layer", "quadrature_rule"]
 
-# Elements of one (rows x nodes x width) block of hidden activations: its working set stays in
-# cache on the CPU.
-_BLOCK = 1 << 17
+# Elements of one (rows x nodes x width) block of hidden activations: per thread on the CPU, a
+# working set that stays in cache; on an accelerator, a bound on the temporaries' memory.
+_BLOCK = 1 << 16
+_DEVICE_BLOCK = 1 << 24
 
 
 def _gauss_legendre(count: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,9 +86,10 @@ def quadrature_rule(
 class _OneHiddenLayerIntegral(torch.autograd.Function):
     """x * sum_k omega_k phi(N(x s_k)) for rows of (x, w, b, a): x (L,), parameters (L, m).
 
-    Rows are taken in blocks whose (rows, K, m) hidden activations stay in cache. When gradients
-    are wanted, the same pass accumulates the three (L, m) sums over the nodes the gradients
-    need, so nothing of size K is kept and the backward pass is a few products."""
+    Rows are taken in blocks of (rows, K, m) hidden activations (on the CPU small enough to stay
+    in cache; elsewhere bounded, so memory never grows with K). When gradients are wanted, the
+    same pass accumulates the three (L, m) sums over the nodes the gradients need, so nothing of
+    size K is kept and the backward pass is a few products."""
 
     @staticmethod
     def forward(ctx, x, w, b, a, nodes, weights, multiplier, rho, phi):
@@ -97,7 +99,8 @@ class _OneHiddenLayerIntegral(torch.autograd.Function):
         total = x.new_empty(length)
         acc_a = torch.empty_like(w) if need_a else None
         acc_bx = w.new_empty(length, 2, width) if (need_x or need_w or need_b) else None
-        size = length if x.device.type != "cpu" else max(1, _BLOCK // (nodes.numel() * width))
+        block = _BLOCK * torch.get_num_threads() if x.device.type == "cpu" else _DEVICE_BLOCK
+        size = max(1, block // (nodes.numel() * width))
         for start in range(0, length, size):
             rows = slice(start, start + size)
             xs = torch.outer(x[rows], nodes)  # (rows, K)
@@ -178,6 +181,10 @@ def integrate_one_hidden_layer(
     >>> y.shape, round(float(y), 12)  # N = 0, phi(0) = 1: the integral is x
     (torch.Size([1, 1]), 2.0)
     """
+    if not torch.is_grad_enabled():  # a Function sees requires_grad even under no_grad
+        x, hidden_weight, hidden_bias, output_weight = (
+            v.detach() for v in (x, hidden_weight, hidden_bias, output_weight)
+        )
     shape = torch.broadcast_shapes(
         x.shape + (1,), hidden_weight.shape, hidden_bias.shape, output_weight.shape
     )

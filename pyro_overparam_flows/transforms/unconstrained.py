@@ -176,8 +176,9 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
     With :math:`\rho` = ReLU and :math:`\phi` = ELU + 1 (the paper's model, the default) the
     integral is computed **exactly** in closed form, piece by piece between the kinks of N. For
     other activations it is computed by a fixed K-node quadrature (Gauss-Legendre or
-    Clenshaw-Curtis) whose backward pass recomputes the hidden activations instead of storing
-    them, so memory does not grow with K. The inverse is a batched safeguarded Newton solve.
+    Clenshaw-Curtis) evaluated in bounded blocks, whose forward pass accumulates the sums the
+    gradients need instead of storing the hidden activations, so memory does not grow with K.
+    The inverse is a batched safeguarded Newton solve.
 
     If N tends to :math:`-\infty` at one end (possible with ReLU or softplus hidden units) the
     integral converges there and the map's image is a half-line; the inverse raises a ValueError
