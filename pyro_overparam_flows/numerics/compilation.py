@@ -1,0 +1,120 @@
+r"""Fused kernels: elementwise-heavy numerics compiled by ``torch.compile`` where that pays.
+
+The exact per-row ReLU integral (:mod:`~pyro_overparam_flows.numerics.piecewise`) is about a
+hundred small elementwise operations per block of rows. Eager PyTorch runs each of them as a
+pass over memory; compiled by Inductor they become a few loops, about five times faster on the
+CPU. Compiling costs time once per process (15 to 30 seconds on two cores, less when Inductor's
+on-disk cache already holds the kernel), so by default (``"auto"``) a kernel is compiled only
+for CPU inputs of at least :data:`AUTO_MIN_ELEMENTS` elements: the training-sized calls where
+it is won back within seconds, not the small calls of a test or a one-off evaluation.
+
+If compilation fails (no C++ compiler, an unsupported platform) the kernel warns once and runs
+eagerly from then on; results are the same either way, to rounding. CUDA tensors always run
+eagerly: their blocks are large enough that launch overheads are already amortized.
+
+The mode is set by :func:`set_compile_mode` or, at import, by the environment variable
+``PYRO_OVERPARAM_FLOWS_COMPILE`` (``auto``, ``always`` or ``never``).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+__all__ = ["AUTO_MIN_ELEMENTS", "COMPILE_MODES", "FusedKernel", "compile_mode", "set_compile_mode"]
+
+#: ``"auto"``: compile large CPU calls; ``"always"``: every CPU call; ``"never"``: eager only.
+COMPILE_MODES = ("auto", "always", "never")
+#: Elements (rows x width) of one call from which ``"auto"`` compiles: a batch of 4096 rows of
+#: 8 dimensions at width 16 is 2^19.
+AUTO_MIN_ELEMENTS = 1 << 18
+
+
+def _check_mode(mode: object) -> str:
+    if mode not in COMPILE_MODES:
+        allowed = ", ".join(repr(m) for m in COMPILE_MODES)
+        raise ValueError(f"unknown compile mode {mode!r}; allowed values are {allowed}")
+    return mode  # type: ignore[return-value]
+
+
+def _mode_from_environment() -> str:
+    value = os.environ.get("PYRO_OVERPARAM_FLOWS_COMPILE", "auto").strip().lower()
+    if value not in COMPILE_MODES:
+        warnings.warn(
+            f"PYRO_OVERPARAM_FLOWS_COMPILE={value!r} is not one of {', '.join(COMPILE_MODES)}; "
+            "using 'auto'",
+            stacklevel=2,
+        )
+        return "auto"
+    return value
+
+
+_mode = _mode_from_environment()
+
+
+def compile_mode() -> str:
+    """The current mode: ``"auto"``, ``"always"`` or ``"never"``."""
+    return _mode
+
+
+def set_compile_mode(mode: str) -> str:
+    """Set when fused kernels are compiled; returns the previous mode.
+
+    :param str mode: ``"auto"`` (CPU calls of at least :data:`AUTO_MIN_ELEMENTS` elements),
+        ``"always"`` (every CPU call) or ``"never"`` (eager only).
+
+    >>> previous = set_compile_mode("never")
+    >>> compile_mode()
+    'never'
+    >>> _ = set_compile_mode(previous)
+    """
+    global _mode
+    previous, _mode = _mode, _check_mode(mode)
+    return previous
+
+
+class FusedKernel:
+    """``fn`` (a function of tensors and static Python options, without side effects), run
+    through ``torch.compile`` or eagerly according to :func:`compile_mode`.
+
+    :param fn: the kernel; its first argument decides the device and the size of the call.
+    :param str name: what warnings call it.
+    """
+
+    def __init__(self, fn: Callable[..., Any], name: str):
+        self.fn = fn
+        self.name = name
+        self.failed = False
+        self._compiled: Callable[..., Any] | None = None
+
+    def uses_compiled(self, first: torch.Tensor, elements: int) -> bool:
+        """Whether a call whose first argument is ``first``, of ``elements`` elements, is
+        compiled."""
+        if self.failed or _mode == "never" or first.device.type != "cpu":
+            return False
+        if torch.compiler.is_compiling():  # inside a caller's compiled graph: it traces fn
+            return False
+        return _mode == "always" or elements >= AUTO_MIN_ELEMENTS
+
+    def __call__(self, *args: Any, elements: int) -> Any:
+        if not self.uses_compiled(args[0], elements):
+            return self.fn(*args)
+        if self._compiled is None:
+            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+        try:
+            return self._compiled(*args)
+        except Exception as error:  # whatever stops the build, eager gives the same result
+            self.failed = True
+            warnings.warn(
+                f"torch.compile could not build the {self.name} kernel ({type(error).__name__}: "
+                f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}); "
+                "running it eagerly from now on (same results, slower). Set "
+                "PYRO_OVERPARAM_FLOWS_COMPILE=never to skip the attempt.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return self.fn(*args)
