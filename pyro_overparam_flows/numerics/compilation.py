@@ -94,19 +94,23 @@ class FusedKernel:
     def uses_compiled(self, first: torch.Tensor, elements: int) -> bool:
         """Whether a call whose first argument is ``first``, of ``elements`` elements, is
         compiled."""
-        if self.failed or _mode == "never" or first.device.type != "cpu":
+        if self.failed or _mode == "never" or first.device.type != "cpu" or elements == 0:
             return False
         if torch.compiler.is_compiling():  # inside a caller's compiled graph: it traces fn
             return False
         return _mode == "always" or elements >= AUTO_MIN_ELEMENTS
 
-    def __call__(self, *args: Any, elements: int) -> Any:
-        if not self.uses_compiled(args[0], elements):
+    def __call__(self, *args: Any, compiled: bool) -> Any:
+        """``fn(*args)``, compiled if ``compiled`` (as :meth:`uses_compiled` decided for the
+        call this is part of) and compiling has not failed."""
+        if not compiled or self.failed:
             return self.fn(*args)
         if self._compiled is None:
             self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+        # Detached, so that guards on requires_grad and on views' bases do not recompile fn.
+        tensors = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
         try:
-            return self._compiled(*args)
+            return self._compiled(*tensors)
         except Exception as error:  # whatever stops the build, eager gives the same result
             self.failed = True
             warnings.warn(

@@ -341,7 +341,8 @@ def _row_pieces(starts, ends, slope, intercept, moments: bool):
     return integral, zeroth, first
 
 
-# Elements of one (rows x pieces) block of the per-row integral per CPU thread, and on a device.
+# Elements of one (rows x pieces) block of the per-row integral per CPU thread, and compiled or
+# on a device.
 _ROW_BLOCK_ELEMENTS = 1 << 15
 _DEVICE_BLOCK_ELEMENTS = 1 << 22
 
@@ -355,20 +356,26 @@ class _RowIntegral(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, rows, w, b, a, c):
-        need_x, *need = ctx.needs_input_grad[:4]
-        integral = torch.empty_like(rows)
-        slope_x = torch.empty_like(rows) if need_x else None
-        grads = [torch.empty_like(w) if needed else None for needed in need]
-        size = max(1, _block_elements(rows) // w.shape[-1])
-        for start in range(0, rows.shape[0], size):
-            block = slice(start, start + size)
-            outputs = _ROW_BLOCK(
-                rows[block], w[block], b[block], a[block], c, need_x, *need, elements=w.numel()
-            )
-            for out, value in zip((integral, slope_x, *grads), outputs, strict=True):
-                if out is not None:
+        needed = ctx.needs_input_grad[:4]
+        gradients = any(needed)  # everything a gradient can need, or only the integral
+        compiled = _ROW_BLOCK.uses_compiled(rows, w.numel())
+        size = max(1, _block_elements(rows, compiled) // w.shape[-1])
+        if rows.shape[0] <= size:  # one block: its outputs are the results
+            values = _ROW_BLOCK(rows, w, b, a, c, gradients, compiled=compiled)
+        else:
+            values = None
+            for start in range(0, rows.shape[0], size):
+                block = slice(start, start + size)
+                part = _ROW_BLOCK(
+                    rows[block], w[block], b[block], a[block], c, gradients, compiled=compiled
+                )
+                if values is None:
+                    values = [v.new_empty((rows.shape[0], *v.shape[1:])) for v in part]
+                for out, value in zip(values, part, strict=True):
                     out[block] = value
-        ctx.save_for_backward(slope_x, *grads)
+        integral, *saved = values
+        saved = saved or [None] * 4
+        ctx.save_for_backward(*(g if need else None for g, need in zip(saved, needed, strict=True)))
         return torch.where(rows < 0, -integral, integral)
 
     @staticmethod
@@ -377,43 +384,35 @@ class _RowIntegral(torch.autograd.Function):
         return (*(None if g is None else grad * g for g in ctx.saved_tensors), None)
 
 
-def _row_block(x, w, b, a, c: float, need_x: bool, need_w: bool, need_b: bool, need_a: bool):
+def _row_block(x, w, b, a, c: float, gradients: bool):
     """One block of :class:`_RowIntegral`: the unsigned integral of each row over [min(0, x),
-    max(0, x)], and what was asked of phi(N(x)) and the signed integral's gradients in w, b,
-    a (None for the others)."""
+    max(0, x)] and, with ``gradients``, the signed integral's derivatives: phi(N(x)) in x and
+    the gradients in w, b and a."""
     pieces = _Pieces(w, b, a, c)
     slope, intercept = pieces.lines()
     low, high = x.clamp(max=0), x.clamp(min=0)
     inner = torch.clamp(pieces.tau, low, high)
     starts, ends = torch.cat([low, inner], -1), torch.cat([inner, high], -1)
-    any_parameter = need_w or need_b or need_a
-    part, zeroth, first = _row_pieces(starts, ends, slope, intercept, any_parameter)
+    part, zeroth, first = _row_pieces(starts, ends, slope, intercept, gradients)
     integral = part.sum(-1, keepdim=True)
-    slope_x = None
-    if need_x:  # d/dx = phi(N(x)), N(x) on the piece holding x
-        at = torch.searchsorted(pieces.tau, x, right=True)
-        u = slope.gather(-1, at) * x + intercept.gather(-1, at)
-        slope_x = torch.where(u > 0, u + 1.0, torch.exp(u.clamp(max=0.0)))
-    if not any_parameter:
-        return integral, slope_x, None, None, None
+    if not gradients:
+        return (integral,)
+    # d/dx = phi(N(x)), N(x) on the piece holding x.
+    at = torch.searchsorted(pieces.tau, x, right=True)
+    u = slope.gather(-1, at) * x + intercept.gather(-1, at)
+    slope_x = torch.where(u > 0, u + 1.0, torch.exp(u.clamp(max=0.0)))
     below = x < 0  # the result is -integral there
     signed = [torch.where(below, -g, g) for g in (first, zeroth)]
-    grad_w, grad_b, grad_a = pieces.parameter_gradients(*signed)
-    return (
-        integral,
-        slope_x,
-        grad_w if need_w else None,
-        grad_b if need_b else None,
-        grad_a if need_a else None,
-    )
+    return (integral, slope_x, *pieces.parameter_gradients(*signed))
 
 
 _ROW_BLOCK = FusedKernel(_row_block, "exact ReLU integral")
 
 
-def _block_elements(t: torch.Tensor) -> int:
-    """Elements of one block of per-row work: on the CPU a working set that stays in cache for
-    each thread; on an accelerator large blocks, which only bound the memory of temporaries."""
-    if t.device.type == "cpu":
+def _block_elements(t: torch.Tensor, compiled: bool) -> int:
+    """Elements of one block of per-row work: on the CPU, eagerly, a working set that stays in
+    cache for each thread; compiled (whose fused loops keep few temporaries) or on an
+    accelerator, large blocks that only bound the memory of temporaries."""
+    if t.device.type == "cpu" and not compiled:
         return _ROW_BLOCK_ELEMENTS * torch.get_num_threads()
     return _DEVICE_BLOCK_ELEMENTS
