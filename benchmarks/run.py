@@ -17,6 +17,10 @@ timed once, and as a median of three when one call takes under a second; a call 
 after ``--sample-budget`` seconds is stopped and shown as ``>budget``, so its ratio is a bound.
 The round-trip error is ``max |T(T^-1(z)) - z|``.
 
+Our exact integral is compiled by ``torch.compile`` for large CPU calls (compile mode
+``"auto"``, or as ``PYRO_OVERPARAM_FLOWS_COMPILE`` says); the warm-up call compiles it, outside
+the timings. "exact, eager" is the same flow with compiling off.
+
 The floor: the time of one ``torch.tanh`` over a tensor of B * d * K * m elements, the size of
 the quadrature path's integrand, and our quadrature flow's forward+backward as a multiple of it.
 
@@ -111,6 +115,11 @@ def _umnn_subject(d: int, device, dtype) -> Subject:
 
 def _ours(kind: str, autoregressive: bool, d: int, device, dtype, **extra) -> Subject:
     import pyro_overparam_flows as pof
+    from pyro_overparam_flows.numerics.compilation import set_compile_mode
+
+    if kind.endswith("-eager"):  # the exact integral without torch.compile
+        kind = kind.removesuffix("-eager")
+        set_compile_mode("never")
 
     options = {
         "unconstrained-relu": ("unconstrained", {}),
@@ -153,6 +162,10 @@ def _pyro_peer(name: str, d: int, device, dtype) -> Subject:
 #: name -> (group, builder(d, device, dtype)). Groups: which of ours each peer is compared with.
 MODELS: dict[str, tuple[str, Callable]] = {
     "ours U-ReLU AR (exact)": ("ours", lambda *a: _ours("unconstrained-relu", True, *a)),
+    "ours U-ReLU AR (exact, eager)": (
+        "ours",
+        lambda *a: _ours("unconstrained-relu-eager", True, *a),
+    ),
     "ours U-tanh AR (quadrature)": ("ours", lambda *a: _ours("unconstrained-tanh", True, *a)),
     "ours C-tanh AR": ("ours", lambda *a: _ours("constrained", True, *a)),
     "ours U-ReLU elementwise": ("ours", lambda *a: _ours("unconstrained-relu", False, *a)),
@@ -169,7 +182,12 @@ QUADRATURE_MODEL = "ours U-tanh AR (quadrature)"
 NODE_COUNTS = (8, 96, 384)
 DEFAULT_NODES = 24  # DEFAULT_QUADRATURE_NODES["softplus"], the quadrature flow's K
 #: Our autoregressive flows, each set against every peer in the ratios.
-COMPARED = ["ours U-ReLU AR (exact)", QUADRATURE_MODEL, "ours C-tanh AR"]
+COMPARED = [
+    "ours U-ReLU AR (exact)",
+    "ours U-ReLU AR (exact, eager)",
+    QUADRATURE_MODEL,
+    "ours C-tanh AR",
+]
 
 
 # ----------------------------------------------------------------------------- the worker
@@ -469,9 +487,11 @@ def main(argv: list[str] | None = None) -> None:
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import torch
 
+    from pyro_overparam_flows.numerics.compilation import compile_mode
+
     header = (
         f"`{command.strip()}` on {args.device} ({_device_name(args.device)}), {args.dtype}, "
-        f"{args.threads} threads, torch {torch.__version__}\n\n"
+        f"{args.threads} threads, torch {torch.__version__}, compile mode {compile_mode()!r}\n\n"
     )
     print(header + report)
     if args.output:

@@ -46,6 +46,9 @@ class SaturatingActivation:
     log_derivative: Fn
     lower: float
     upper: float
+    #: sigma' written through the value sigma(u) (it loses relative accuracy where sigma
+    #: saturates: for the inverse's Newton steps, not for log-Jacobians).
+    derivative_of_value: Fn
 
     def __reduce__(self):  # pickle by name: the functions are module-level
         return _registered, ("SATURATING", self.name)
@@ -140,8 +143,12 @@ def _log_shifted_softplus(u: torch.Tensor) -> torch.Tensor:
 
 
 SATURATING: Mapping[str, SaturatingActivation] = {
-    "tanh": SaturatingActivation("tanh", torch.tanh, _log_sech2, -1.0, 1.0),
-    "sigmoid": SaturatingActivation("sigmoid", torch.sigmoid, _log_sigmoid_derivative, 0.0, 1.0),
+    "tanh": SaturatingActivation(
+        "tanh", torch.tanh, _log_sech2, -1.0, 1.0, lambda t: 1.0 - t.square()
+    ),
+    "sigmoid": SaturatingActivation(
+        "sigmoid", torch.sigmoid, _log_sigmoid_derivative, 0.0, 1.0, lambda s: s * (1.0 - s)
+    ),
 }
 
 HIDDEN: Mapping[str, HiddenActivation] = {

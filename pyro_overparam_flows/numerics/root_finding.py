@@ -16,7 +16,7 @@ __all__ = ["bracket_increasing", "solve_increasing", "solver_tolerance"]
 
 ValueAndDerivative = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-#: Newton iterations allowed per call. ``benchmarks/newton_iterations.py`` measured at most 32
+#: Newton iterations allowed per call. ``benchmarks/newton_iterations.py`` measured at most 44
 #: for constrained flows and 24 for the exact ReLU flow (x in +-[1e-4, 1e4], float32 and float64,
 #: widths 1 to 256), 52 for a softplus network whose image is a half-line; 64 halvings also
 #: shrink any bracket from the bracketing step (ratio 4) to adjacent float64 numbers.

@@ -10,6 +10,7 @@ from ..maps import (
     ConstrainedNetwork,
     constrained_log_derivative,
     constrained_map,
+    constrained_map_and_slope,
     constrained_range,
 )
 from ..numerics import bracket_increasing, solve_increasing, solver_tolerance
@@ -161,11 +162,6 @@ class ConstrainedFamily:
         scale = None if log_scale is None else torch.exp(log_scale)
         target = y if scale is None else y / scale
 
-        def value_and_slope(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            return constrained_map(x, net, sigma), torch.exp(
-                constrained_log_derivative(x, net, sigma)
-            )
-
         # The image's ends in y's units, for messages.
         bounds = (low, high) if scale is None else (low * scale, high * scale)
         if net.tail is None:
@@ -194,7 +190,9 @@ class ConstrainedFamily:
             tail_lower, tail_upper = (target - high) / net.tail, (target - low) / net.tail
             lower = torch.where(torch.isfinite(tail_lower), torch.maximum(lower, tail_lower), lower)
             upper = torch.where(torch.isfinite(tail_upper), torch.minimum(upper, tail_upper), upper)
-        x, converged = solve_increasing(value_and_slope, target, lower, upper)
+        x, converged = solve_increasing(
+            lambda x: constrained_map_and_slope(x, net, sigma), target, lower, upper
+        )
         return preimage_or_error(
             x, y, found & inside, allowed, bounds, converged=converged, columns=columns
         )
