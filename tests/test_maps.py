@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import perturb_, spread
 
+from conftest import perturb_, spread
 from pyro_overparam_flows import constrained_monotone
 from pyro_overparam_flows.activations import SATURATING
 from pyro_overparam_flows.maps import (
