@@ -341,9 +341,10 @@ def _row_pieces(starts, ends, slope, intercept, moments: bool):
     return integral, zeroth, first
 
 
-# Elements of one (rows x pieces) block of the per-row integral per CPU thread, and compiled or
-# on a device.
+# Elements of one (rows x pieces) block of the per-row integral: eagerly per CPU thread,
+# compiled, and on a device.
 _ROW_BLOCK_ELEMENTS = 1 << 15
+_COMPILED_BLOCK_ELEMENTS = 1 << 20
 _DEVICE_BLOCK_ELEMENTS = 1 << 22
 
 
@@ -413,6 +414,6 @@ def _block_elements(t: torch.Tensor, compiled: bool) -> int:
     """Elements of one block of per-row work: on the CPU, eagerly, a working set that stays in
     cache for each thread; compiled (whose fused loops keep few temporaries) or on an
     accelerator, large blocks that only bound the memory of temporaries."""
-    if t.device.type == "cpu" and not compiled:
-        return _ROW_BLOCK_ELEMENTS * torch.get_num_threads()
-    return _DEVICE_BLOCK_ELEMENTS
+    if t.device.type != "cpu":
+        return _DEVICE_BLOCK_ELEMENTS
+    return _COMPILED_BLOCK_ELEMENTS if compiled else _ROW_BLOCK_ELEMENTS * torch.get_num_threads()
