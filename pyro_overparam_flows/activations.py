@@ -2,8 +2,8 @@
 
 Three roles (design.md section 2):
 
-* :data:`SATURATING` -- sigma of the constrained map, bounded and increasing, with a stable
-  ``log sigma'``;
+* :data:`SATURATING` -- sigma of the constrained map, bounded and increasing, with ``sigma'``
+  and a stable ``log sigma'``;
 * :data:`HIDDEN` -- rho of the unconstrained integrand network, with ``rho'`` for the custom
   backward pass;
 * :data:`POSITIVE` -- phi > 0 applied to the network output, with ``phi'`` and a stable
@@ -39,16 +39,15 @@ _SOFTPLUS_SHIFT = math.log(math.e - 1.0)
 
 @dataclass(frozen=True)
 class SaturatingActivation:
-    """A bounded increasing sigma with range (lower, upper) and a stable log-derivative."""
+    """A bounded increasing sigma with range (lower, upper), its derivative (from e^-|u|, to
+    full relative accuracy until it underflows) and a stable log-derivative."""
 
     name: str
     fn: Fn
     log_derivative: Fn
     lower: float
     upper: float
-    #: sigma' written through the value sigma(u) (it loses relative accuracy where sigma
-    #: saturates: for the inverse's Newton steps, not for log-Jacobians).
-    derivative_of_value: Fn
+    derivative: Fn
 
     def __reduce__(self):  # pickle by name: the functions are module-level
         return _registered, ("SATURATING", self.name)
@@ -91,6 +90,18 @@ def _log_sigmoid_derivative(u: torch.Tensor) -> torch.Tensor:
     # log(sigmoid(u) sigmoid(-u)) = -|u| - 2 softplus(-|u|).
     a = u.abs()
     return -a - 2.0 * F.softplus(-a)
+
+
+def _sech2(u: torch.Tensor) -> torch.Tensor:
+    # sech^2(u) = 4 e / (1 + e)^2 with e = exp(-2|u|): no 1 - tanh^2 cancellation.
+    e = torch.exp(-2.0 * u.abs())
+    return 4.0 * e / (1.0 + e).square()
+
+
+def _stable_sigmoid_derivative(u: torch.Tensor) -> torch.Tensor:
+    # sigmoid(u) sigmoid(-u) = e / (1 + e)^2 with e = exp(-|u|).
+    e = torch.exp(-u.abs())
+    return e / (1.0 + e).square()
 
 
 def _relu_derivative(u: torch.Tensor) -> torch.Tensor:
@@ -143,11 +154,9 @@ def _log_shifted_softplus(u: torch.Tensor) -> torch.Tensor:
 
 
 SATURATING: Mapping[str, SaturatingActivation] = {
-    "tanh": SaturatingActivation(
-        "tanh", torch.tanh, _log_sech2, -1.0, 1.0, lambda t: 1.0 - t.square()
-    ),
+    "tanh": SaturatingActivation("tanh", torch.tanh, _log_sech2, -1.0, 1.0, _sech2),
     "sigmoid": SaturatingActivation(
-        "sigmoid", torch.sigmoid, _log_sigmoid_derivative, 0.0, 1.0, lambda s: s * (1.0 - s)
+        "sigmoid", torch.sigmoid, _log_sigmoid_derivative, 0.0, 1.0, _stable_sigmoid_derivative
     ),
 }
 

@@ -83,14 +83,13 @@ def constrained_map(
 def constrained_map_and_slope(
     x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(x) and f'(x) of the constrained family from one evaluation of sigma, for the inverse's
-    Newton steps. f' loses relative accuracy where every unit saturates (it can round to the
-    tail slope, or 0), which only slows those steps; log-Jacobians use
-    :func:`constrained_log_derivative`."""
-    value = sigma.fn(_pre_activation(x, net.hidden_weight, net.hidden_bias))
-    y = net.multiplier * (value * net.output_weight).sum(-1) + net.offset
+    """f(x) and f'(x) of the constrained family from one pre-activation, for the inverse's
+    Newton steps (log-Jacobians use :func:`constrained_log_derivative`, finite where f'
+    underflows)."""
+    u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
+    y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
     weights = net.output_weight * net.hidden_weight
-    slope = net.multiplier * (sigma.derivative_of_value(value) * weights).sum(-1)
+    slope = net.multiplier * (sigma.derivative(u) * weights).sum(-1)
     if net.tail is None:
         return y, slope
     return y + net.tail * x, slope + net.tail

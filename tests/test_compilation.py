@@ -8,8 +8,8 @@ import warnings
 import pyro.distributions as dist
 import pytest
 import torch
-from test_numerics import random_network, split_reference
 
+from conftest import random_network, split_reference
 from pyro_overparam_flows import unconstrained_monotone_autoregressive
 from pyro_overparam_flows.numerics import compilation, piecewise, relu_elu_integral
 from pyro_overparam_flows.numerics.compilation import (
@@ -22,10 +22,12 @@ from pyro_overparam_flows.numerics.compilation import (
 
 @pytest.fixture
 def mode():
-    """Run the test body under a chosen compile mode, restoring the previous one after."""
+    """Run the test body under a chosen compile mode, restoring the previous one after, and
+    check that the kernel really compiled (a failure would leave eager compared with eager)."""
     previous = compile_mode()
     yield set_compile_mode
     set_compile_mode(previous)
+    assert not piecewise._ROW_BLOCK.failed, "the exact integral's kernel failed to compile"
 
 
 def stress_rows(dtype, seed=0):
@@ -121,6 +123,29 @@ def test_compiled_flow_log_prob_and_gradients_equal_eager(mode):
         torch.testing.assert_close(compiled, eager, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["never", "always"])
+@pytest.mark.parametrize("needed", ["all", "parameters", "x"])
+def test_blocks_assemble_the_single_block_result(mode, monkeypatch, name, needed):
+    # 128 rows in blocks of 5 (the last one of 3) against one block, values and the gradients
+    # asked for.
+    mode(name)
+    inputs = stress_rows(torch.float64)
+    inputs = [v.reshape(-1, 1, 12) if v.dim() == 3 else v.reshape(-1, 1) for v in inputs]
+    wanted = {"all": [0, 1, 2, 3], "parameters": [1, 2, 3], "x": [0]}[needed]
+
+    def run():
+        leaves = [v.clone().requires_grad_(i in wanted) for i, v in enumerate(inputs)]
+        value = relu_elu_integral(*leaves, 0.7)
+        grads = torch.autograd.grad(value.sum(), [leaves[i] for i in wanted])
+        return [value.detach(), *grads]
+
+    whole = run()
+    monkeypatch.setattr(piecewise, "_ROW_BLOCK_ELEMENTS", 60 // torch.get_num_threads())
+    monkeypatch.setattr(piecewise, "_COMPILED_BLOCK_ELEMENTS", 60)
+    for blocked, single in zip(run(), whole, strict=True):
+        torch.testing.assert_close(blocked, single, rtol=4e-16, atol=0)
+
+
 def test_auto_mode_compiles_large_cpu_calls_only(mode):
     kernel = FusedKernel(lambda t: t, "identity")
     t = torch.zeros(1)
@@ -134,19 +159,27 @@ def test_auto_mode_compiles_large_cpu_calls_only(mode):
     assert not kernel.uses_compiled(t, AUTO_MIN_ELEMENTS)
 
 
-def test_a_kernel_that_fails_to_compile_warns_once_and_runs_eagerly(mode, monkeypatch):
-    def broken_compile(fn, **options):
-        def compiled(*args):
-            raise RuntimeError("no C++ compiler found\nsecond line")
+def _failing_call(fn, **options):
+    def compiled(*args):
+        raise RuntimeError("no C++ compiler found\nsecond line")
 
-        return compiled
+    return compiled
 
+
+def _unsupported(fn, **options):
+    raise RuntimeError("torch.compile is not supported on this Python")
+
+
+@pytest.mark.parametrize("broken_compile", [_failing_call, _unsupported])
+def test_a_kernel_that_fails_to_compile_warns_once_and_runs_eagerly(
+    mode, monkeypatch, broken_compile
+):
     monkeypatch.setattr(torch, "compile", broken_compile)
     kernel = FusedKernel(piecewise._row_block, "exact ReLU integral")
     monkeypatch.setattr(piecewise, "_ROW_BLOCK", kernel)
     mode("always")
     inputs = stress_rows(torch.float64)
-    with pytest.warns(RuntimeWarning, match="could not build the exact ReLU integral kernel"):
+    with pytest.warns(RuntimeWarning, match="could not run the exact ReLU integral kernel"):
         fallback = value_and_gradients(inputs)
     assert kernel.failed
     with warnings.catch_warnings():
@@ -155,6 +188,17 @@ def test_a_kernel_that_fails_to_compile_warns_once_and_runs_eagerly(mode, monkey
     mode("never")
     for ours, eager in zip(fallback, value_and_gradients(inputs), strict=True):
         torch.testing.assert_close(ours, eager, rtol=0, atol=0)
+
+
+def test_a_genuine_error_is_raised_and_leaves_compiling_on(mode):
+    def kernel_body(t):
+        raise ValueError("a bug in the kernel")
+
+    kernel = FusedKernel(kernel_body, "faulty")
+    kernel._compiled = kernel_body  # as if compiled: the same error
+    with pytest.raises(ValueError, match="a bug in the kernel"):
+        kernel(torch.zeros(1), compiled=True)
+    assert not kernel.failed
 
 
 def test_unknown_modes_are_refused(mode, monkeypatch):

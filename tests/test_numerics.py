@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
 from scipy import integrate
 
+from conftest import network_integrand, random_network, split_reference
 from pyro_overparam_flows.activations import HIDDEN, POSITIVE
 from pyro_overparam_flows.numerics import (
     bracket_increasing,
@@ -20,25 +19,6 @@ from pyro_overparam_flows.numerics import (
 from pyro_overparam_flows.transforms.unconstrained import DEFAULT_QUADRATURE_NODES
 
 SMOOTH = ("tanh", "sigmoid", "softplus", "erf")
-
-
-def random_network(width, batch=(), dim=1, seed=0, dtype=torch.float64):
-    """w, b ~ N(0, 1), a ~ N(0, 1/m): an O(1) random integrand network, as after training."""
-    generator = torch.Generator().manual_seed(seed)
-    shape = (*batch, dim, width)
-    w, b, a = (torch.randn(shape, generator=generator, dtype=dtype) for _ in range(3))
-    return w, b, a / math.sqrt(width)
-
-
-def network_integrand(w, b, a, c, rho, phi):
-    """t -> phi(N(t)) for one scalar network, in float64 numpy, for scipy."""
-    w, b, a = (v.detach().double().reshape(-1) for v in (w, b, a))
-
-    def g(t: float) -> float:
-        n = c * (a * rho.fn(w * t + b)).sum()
-        return float(phi.fn(n))
-
-    return g
 
 
 def plain_quadrature(x, w, b, a, c, rho, phi, nodes, weights):
@@ -323,29 +303,6 @@ def test_exact_relu_integral_backward_in_float32_matches_float64():
         grads[dtype] = [v.grad.double() for v in inputs]
     for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
         torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
-
-
-def split_reference(w, b, a, c, upper):
-    """int_0^upper phi(N) by scipy, split at the kinks of N and where N crosses 0, so every part
-    is smooth and quad reaches its 1e-14 tolerance."""
-    g = network_integrand(w, b, a, c, HIDDEN["relu"], POSITIVE["elu_plus_one"])
-    w, b, a = (v.reshape(-1).tolist() for v in (w, b, a))
-    lo, hi = min(0.0, upper), max(0.0, upper)
-    points = sorted({lo, hi, *(-bi / wi for wi, bi in zip(w, b, strict=True) if wi != 0)})
-    points = [p for p in points if lo <= p <= hi]
-    cuts = []
-    for left, right in zip(points[:-1], points[1:], strict=False):
-        n_left = c * sum(ai * max(wi * left + bi, 0) for wi, bi, ai in zip(w, b, a, strict=True))
-        n_right = c * sum(ai * max(wi * right + bi, 0) for wi, bi, ai in zip(w, b, a, strict=True))
-        cuts.append(left)
-        if n_left * n_right < 0:  # N is linear on the piece: one crossing
-            cuts.append(left + (right - left) * n_left / (n_left - n_right))
-    cuts.append(points[-1])
-    total = sum(
-        integrate.quad(g, s, e, epsabs=1e-300, epsrel=1e-14, limit=200)[0]
-        for s, e in zip(cuts[:-1], cuts[1:], strict=True)
-    )
-    return total if upper >= 0 else -total
 
 
 @pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")

@@ -8,9 +8,11 @@ on-disk cache already holds the kernel), so by default (``"auto"``) a kernel is 
 for CPU inputs of at least :data:`AUTO_MIN_ELEMENTS` elements: the training-sized calls where
 it is won back within seconds, not the small calls of a test or a one-off evaluation.
 
-If compilation fails (no C++ compiler, an unsupported platform) the kernel warns once and runs
-eagerly from then on; results are the same either way, to rounding. CUDA tensors always run
-eagerly: their blocks are large enough that launch overheads are already amortized.
+If compilation fails (no C++ compiler, a Python that Dynamo does not support, too many
+recompilations) the kernel warns once and runs eagerly from then on; results are the same either
+way to rounding (the last bits of a row can differ between a compiled and an eager call). Tensors
+on other devices (CUDA) always run eagerly: their blocks are large enough that launch overheads
+are already amortized.
 
 The mode is set by :func:`set_compile_mode` or, at import, by the environment variable
 ``PYRO_OVERPARAM_FLOWS_COMPILE`` (``auto``, ``always`` or ``never``).
@@ -35,7 +37,7 @@ AUTO_MIN_ELEMENTS = 1 << 18
 
 
 def _check_mode(mode: object) -> str:
-    if mode not in COMPILE_MODES:
+    if not isinstance(mode, str) or mode not in COMPILE_MODES:
         allowed = ", ".join(repr(m) for m in COMPILE_MODES)
         raise ValueError(f"unknown compile mode {mode!r}; allowed values are {allowed}")
     return mode  # type: ignore[return-value]
@@ -81,7 +83,7 @@ class FusedKernel:
     """``fn`` (a function of tensors and static Python options, without side effects), run
     through ``torch.compile`` or eagerly according to :func:`compile_mode`.
 
-    :param fn: the kernel; its first argument decides the device and the size of the call.
+    :param fn: the kernel.
     :param str name: what warnings call it.
     """
 
@@ -105,20 +107,21 @@ class FusedKernel:
         call this is part of) and compiling has not failed."""
         if not compiled or self.failed:
             return self.fn(*args)
-        if self._compiled is None:
-            self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
         # Detached, so that guards on requires_grad and on views' bases do not recompile fn.
         tensors = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
         try:
+            if self._compiled is None:
+                self._compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
             return self._compiled(*tensors)
-        except Exception as error:  # whatever stops the build, eager gives the same result
+        except Exception as error:  # whatever stopped the compiled call, eager decides
+            result = self.fn(*args)  # a genuine error in fn is raised here, as it would be
             self.failed = True
+            message = str(error).strip().splitlines()[0] if str(error).strip() else "no message"
             warnings.warn(
-                f"torch.compile could not build the {self.name} kernel ({type(error).__name__}: "
-                f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'}); "
-                "running it eagerly from now on (same results, slower). Set "
+                f"torch.compile could not run the {self.name} kernel ({type(error).__name__}: "
+                f"{message}); running it eagerly from now on (same results, slower). Set "
                 "PYRO_OVERPARAM_FLOWS_COMPILE=never to skip the attempt.",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return self.fn(*args)
+            return result
