@@ -39,8 +39,9 @@ _SOFTPLUS_SHIFT = math.log(math.e - 1.0)
 
 @dataclass(frozen=True)
 class SaturatingActivation:
-    """A bounded increasing sigma with range (lower, upper), its derivative (from e^-|u|, to
-    full relative accuracy until it underflows) and a stable log-derivative."""
+    r"""A bounded increasing sigma with range (lower, upper), its derivative (computed from
+    :math:`e^{-|u|}`, to full relative accuracy until it underflows) and a stable
+    log-derivative."""
 
     name: str
     fn: Fn
