@@ -27,7 +27,8 @@ the unit is active: :math:`c \int \phi'(N)\,(w_r t + b_r)` in a and so on. Two l
 * one query per parameter row (a conditioner's output): every piece clipped to the row's own
   [0, x], and, when gradients are wanted, the moments and their sums over each unit's active
   pieces computed in the same pass, so the backward pass is a product. On the CPU rows go in
-  blocks whose temporaries stay in cache.
+  blocks whose temporaries stay in cache, or, for large calls, through one kernel fused by
+  ``torch.compile`` (:mod:`~pyro_overparam_flows.numerics.compilation`).
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ class _Split(NamedTuple):
     mean_phi: torch.Tensor
 
 
-# Taylor coefficients 1 / (k + 1)! of expm1(z) / z: below |z| = 1/2 the first term left out is
-# under 5e-17 (float64) and 1.1e-8 (float32) relative.
+# Taylor coefficients 1 / (k + 1)! of expm1(z) / z: below |z| = 1/2 the terms left out add up to
+# under 6e-17 (float64) and 1.3e-8 (float32) relative, below half a unit in the last place.
 _EXPM1 = {
     torch.float64: [1.0 / math.factorial(k + 1) for k in range(14)],
     torch.float32: [1.0 / math.factorial(k + 1) for k in range(8)],
@@ -68,9 +69,9 @@ _EXPM1 = {
 
 
 def _expm1(z: torch.Tensor) -> torch.Tensor:
-    """e^z - 1 without cancellation near 0. Traced by torch.compile for the CPU it is a series
-    there: Inductor's CPU code (torch <= 2.13) lowers expm1 to exp - 1, which returns 0 for
-    |z| below float32's epsilon (fixed upstream by pytorch/pytorch#190533)."""
+    """e^z - 1 without cancellation near 0. Under torch.compile it is a series there:
+    Inductor's CPU code (torch 2.13) lowers expm1 to exp - 1, which returns 0 for |z| below
+    float32's epsilon (fixed upstream by pytorch/pytorch#190533)."""
     if not torch.compiler.is_compiling():
         return torch.expm1(z)
     small = z.abs() < 0.5
@@ -208,10 +209,10 @@ class _Pieces:
         return ca * slopes, ca * intercepts, c * torch.addcmul(w * slopes, b, intercepts)
 
 
-def _series(z2: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
-    total = torch.full_like(z2, coefficients[-1])
+def _series(z: torch.Tensor, coefficients: list[float]) -> torch.Tensor:
+    total = torch.full_like(z, coefficients[-1])
     for c in reversed(coefficients[:-1]):
-        total = total * z2 + c
+        total = total * z + c
     return total
 
 
@@ -351,9 +352,10 @@ _DEVICE_BLOCK_ELEMENTS = 1 << 22
 class _RowIntegral(torch.autograd.Function):
     """Signed integral of phi(N) from 0 to one query per row, ``rows`` (L, 1), for the ReLU
     network of that row's w, b, a (L, m): every piece clipped to the row's [min(0, x), max(0, x)]
-    (pieces outside get length 0). Rows are taken in blocks (on the CPU small enough that their
-    temporaries stay in cache); when gradients are wanted the same pass computes each piece's
-    moments and maps them to w, b and a, so the backward pass is a product."""
+    (pieces outside get length 0). Rows are taken in blocks (eagerly on the CPU small enough
+    that their temporaries stay in cache; compiled, large); when gradients are wanted the same
+    pass computes each piece's moments and maps them to w, b and a, so the backward pass is a
+    product."""
 
     @staticmethod
     def forward(ctx, rows, w, b, a, c):
