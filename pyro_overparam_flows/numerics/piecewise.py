@@ -363,8 +363,10 @@ class _RowIntegral(torch.autograd.Function):
         gradients = any(needed)  # everything a gradient can need, or only the integral
         compiled = _ROW_BLOCK.uses_compiled(rows, w.numel())
         size = max(1, _block_elements(rows, compiled) // w.shape[-1])
+        kept = (True, *needed) if gradients else (True,)  # the outputs anything uses
         if rows.shape[0] <= size:  # one block: its outputs are the results
-            values = _ROW_BLOCK(rows, w, b, a, c, gradients, compiled=compiled)
+            part = _ROW_BLOCK(rows, w, b, a, c, gradients, compiled=compiled)
+            values = [v if keep else None for v, keep in zip(part, kept, strict=True)]
         else:
             values = None
             for start in range(0, rows.shape[0], size):
@@ -373,12 +375,15 @@ class _RowIntegral(torch.autograd.Function):
                     rows[block], w[block], b[block], a[block], c, gradients, compiled=compiled
                 )
                 if values is None:
-                    values = [v.new_empty((rows.shape[0], *v.shape[1:])) for v in part]
+                    values = [
+                        v.new_empty((rows.shape[0], *v.shape[1:])) if keep else None
+                        for v, keep in zip(part, kept, strict=True)
+                    ]
                 for out, value in zip(values, part, strict=True):
-                    out[block] = value
+                    if out is not None:
+                        out[block] = value
         integral, *saved = values
-        saved = saved or [None] * 4
-        ctx.save_for_backward(*(g if need else None for g, need in zip(saved, needed, strict=True)))
+        ctx.save_for_backward(*(saved or [None] * 4))
         return torch.where(rows < 0, -integral, integral)
 
     @staticmethod
