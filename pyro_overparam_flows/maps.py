@@ -17,7 +17,12 @@ Unconstrained (section 2.2):
 .. math::
 
     N(t) = c \sum_r a_r\,\rho(w_r t + b_r), \qquad
-    f(x) = \beta + \int_0^x \phi(N(t))\,dt, \qquad \log f'(x) = \log \phi(N(x)).
+    f(x) = \beta + \int_0^x \phi(N(t))\,dt, \qquad \log f'(x) = \log \phi(N(x)),
+
+and with a tail s (the default), :math:`f'(x) = s + (1 - s)\,\phi(N(x))`: f maps onto the real
+line for every parameter value, and is still the identity where N = 0 (phi(0) = 1).
+
+Both families' tails keep the slope at or above :data:`MIN_SLOPE`.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from typing import NamedTuple
 import torch
 
 from .activations import HiddenActivation, PositiveFunction, SaturatingActivation
-from .numerics import integrate_one_hidden_layer, relu_elu_integral
+from .numerics import integrate_one_hidden_layer, relu_integral
 
 __all__ = [
+    "MIN_SLOPE",
     "ConstrainedNetwork",
     "UnconstrainedNetwork",
     "constrained_log_derivative",
@@ -43,8 +49,14 @@ __all__ = [
 ]
 
 
+#: The smallest slope a tail allows: the constrained tail is ``MIN_SLOPE + softplus(raw)`` and
+#: the unconstrained one ``f' = s + (1 - s) phi(N)`` with ``s = MIN_SLOPE``. Positive by
+#: construction, far above underflow, so a flow with a tail maps onto the real line.
+MIN_SLOPE = 1e-3
+
+
 class ConstrainedNetwork(NamedTuple):
-    """Positive w, a (with their logs), free b, tail s >= 0 (or None), offset beta, c."""
+    """Positive w, a (with their logs), free b, tail s >= MIN_SLOPE (or None), offset beta, c."""
 
     hidden_weight: torch.Tensor
     log_hidden_weight: torch.Tensor
@@ -58,13 +70,15 @@ class ConstrainedNetwork(NamedTuple):
 
 
 class UnconstrainedNetwork(NamedTuple):
-    """Free w, b, a of the integrand network N, offset beta, c."""
+    """Free w, b, a of the integrand network N, offset beta, c, and the tail's share s of the
+    slope (a number in (0, 1), or None for the paper's model without a tail)."""
 
     hidden_weight: torch.Tensor
     hidden_bias: torch.Tensor
     output_weight: torch.Tensor
     offset: torch.Tensor
     multiplier: float
+    tail: float | None = None
 
 
 def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -128,18 +142,26 @@ def unconstrained_map(
     phi: PositiveFunction,
     quadrature: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    """f(x) of the unconstrained family: exact for ReLU with ELU+1 (``quadrature=None``),
-    otherwise by the given ``(nodes, weights)`` rule."""
+    """f(x) of the unconstrained family: exact for ReLU (``quadrature=None``), otherwise by the
+    given ``(nodes, weights)`` rule."""
     w, b, a, c = net.hidden_weight, net.hidden_bias, net.output_weight, net.multiplier
     if quadrature is None:
-        integral = relu_elu_integral(x, w, b, a, c)
+        integral = relu_integral(x, w, b, a, c, phi.name)
     else:
         integral = integrate_one_hidden_layer(x, w, b, a, c, rho, phi, *quadrature)
-    return net.offset + integral
+    if net.tail is None:
+        return net.offset + integral
+    return net.offset + net.tail * x + (1.0 - net.tail) * integral
 
 
 def unconstrained_log_derivative(
     x: torch.Tensor, net: UnconstrainedNetwork, rho: HiddenActivation, phi: PositiveFunction
 ) -> torch.Tensor:
-    """log f'(x) = log phi(N(x)), exact whatever the integration rule."""
-    return phi.log(network_output(x, net, rho))
+    """log f'(x) = log phi(N(x)), or log(s + (1 - s) phi(N(x))) with a tail; exact whatever the
+    integration rule."""
+    log_phi = phi.log(network_output(x, net, rho))
+    if net.tail is None:
+        return log_phi
+    # logaddexp(log(1 - s) + log phi, log s) without allocating the constant.
+    scaled, floor = log_phi + math.log1p(-net.tail), math.log(net.tail)
+    return torch.clamp(scaled, min=floor) + torch.log1p(torch.exp(-(scaled - floor).abs()))

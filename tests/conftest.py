@@ -73,10 +73,10 @@ def network_integrand(w, b, a, c, rho, phi):
     return g
 
 
-def split_reference(w, b, a, c, upper):
+def split_reference(w, b, a, c, upper, phi="elu_plus_one"):
     """int_0^upper phi(N) by scipy, split at the kinks of N and where N crosses 0, so every part
     is smooth and quad reaches its 1e-14 tolerance."""
-    g = network_integrand(w, b, a, c, HIDDEN["relu"], POSITIVE["elu_plus_one"])
+    g = network_integrand(w, b, a, c, HIDDEN["relu"], POSITIVE[phi])
     w, b, a = (v.reshape(-1).tolist() for v in (w, b, a))
     lo, hi = min(0.0, upper), max(0.0, upper)
     points = sorted({lo, hi, *(-bi / wi for wi, bi in zip(w, b, strict=True) if wi != 0)})

@@ -11,7 +11,7 @@ import torch
 
 from conftest import random_network, split_reference
 from pyro_overparam_flows import unconstrained_monotone_autoregressive
-from pyro_overparam_flows.numerics import compilation, piecewise, relu_elu_integral
+from pyro_overparam_flows.numerics import compilation, piecewise, relu_integral
 from pyro_overparam_flows.numerics.compilation import (
     AUTO_MIN_ELEMENTS,
     FusedKernel,
@@ -42,9 +42,9 @@ def stress_rows(dtype, seed=0):
     return [v.to(dtype) for v in (x, w, b, a)]
 
 
-def value_and_gradients(inputs, c=0.7):
+def value_and_gradients(inputs, c=0.7, phi="elu_plus_one"):
     inputs = [v.clone().requires_grad_() for v in inputs]
-    value = relu_elu_integral(*inputs, c)
+    value = relu_integral(*inputs, c, phi)
     value.sum().backward()
     return [value.detach(), *(v.grad for v in inputs)]
 
@@ -62,14 +62,18 @@ def test_compiled_integral_agrees_with_a_1e12_reference(mode):
         assert float(ours[i]) == pytest.approx(reference, rel=1e-12)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-def test_compiled_integral_and_gradients_equal_eager(mode, dtype):
+@pytest.mark.parametrize(
+    "dtype, phi",
+    [(torch.float32, "elu_plus_one"), (torch.float64, "elu_plus_one"), (torch.float32, "softplus")],
+    ids=["float32", "float64", "softplus-float32"],
+)
+def test_compiled_integral_and_gradients_equal_eager(mode, dtype, phi):
     inputs = stress_rows(dtype)
     mode("never")
-    eager = value_and_gradients(inputs)
-    reference = value_and_gradients([v.double() for v in inputs])
+    eager = value_and_gradients(inputs, phi=phi)
+    reference = value_and_gradients([v.double() for v in inputs], phi=phi)
     mode("always")
-    compiled = value_and_gradients(inputs)
+    compiled = value_and_gradients(inputs, phi=phi)
     for ours, theirs, exact in zip(compiled, eager, reference, strict=True):
         # As close to the float64 values as eager is, to a few units of rounding.
         scale = exact.abs().max()
@@ -87,7 +91,7 @@ def test_compiled_integral_of_pieces_where_n_is_nearly_zero(mode):
     b = torch.tensor([[[1e-8, -50.0]]])
     a = torch.tensor([[[-1.0, 1.0]]])
     x = torch.tensor([[2.0]])
-    assert float(relu_elu_integral(x, w, b, a, 1.0)) == pytest.approx(2.0, rel=1e-6)
+    assert float(relu_integral(x, w, b, a, 1.0)) == pytest.approx(2.0, rel=1e-6)
 
 
 def test_compiled_integral_gradcheck(mode):
@@ -99,7 +103,7 @@ def test_compiled_integral_gradcheck(mode):
     x[0, 0] = 0.0
     inputs = [v.clone().requires_grad_() for v in (x, w, b, 3 * a)]
     assert torch.autograd.gradcheck(
-        lambda x, w, b, a: relu_elu_integral(x, w, b, a, 0.8), inputs, atol=1e-8
+        lambda x, w, b, a: relu_integral(x, w, b, a, 0.8), inputs, atol=1e-8
     )
 
 
@@ -135,7 +139,7 @@ def test_blocks_assemble_the_single_block_result(mode, monkeypatch, name, needed
 
     def run():
         leaves = [v.clone().requires_grad_(i in wanted) for i, v in enumerate(inputs)]
-        value = relu_elu_integral(*leaves, 0.7)
+        value = relu_integral(*leaves, 0.7)
         grads = torch.autograd.grad(value.sum(), [leaves[i] for i in wanted])
         return [value.detach(), *grads]
 

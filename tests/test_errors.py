@@ -26,6 +26,7 @@ from pyro_overparam_flows import (
 )
 from pyro_overparam_flows.maps import constrained_range
 from pyro_overparam_flows.numerics import quadrature_rule
+from pyro_overparam_flows.transforms.conditioned import bounded_log_scale
 
 HELPERS = [constrained_monotone, unconstrained_monotone]
 
@@ -304,11 +305,10 @@ def test_inverse_outside_the_range_names_the_coordinate_and_its_scaled_range():
     hypernet = DenseNN(1, [8], param_dims=[6])
     coupling = ConstrainedMonotoneCoupling(2, 1, hypernet, 4, tail=False)
     with torch.no_grad():
-        hypernet.layers[-1].bias[-1] = 2.0  # log-scale 2 for coordinate 1
+        hypernet.layers[-1].bias[-1] = 2.0  # log-scale about 2 for coordinate 1
     net = coupling._condition_on(torch.zeros(1, 2)).network
-    low, high = (
-        b * torch.exp(torch.tensor(2.0)) for b in constrained_range(net, coupling.activation)
-    )
+    scale = torch.exp(bounded_log_scale(torch.tensor(2.0)))
+    low, high = (b * scale for b in constrained_range(net, coupling.activation))
     with pytest.raises(ValueError) as error:
         coupling.inv(torch.tensor([[0.0, 20.0]]))
     message = str(error.value)

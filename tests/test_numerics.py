@@ -10,10 +10,11 @@ from scipy import integrate
 from conftest import network_integrand, random_network, split_reference
 from pyro_overparam_flows.activations import HIDDEN, POSITIVE
 from pyro_overparam_flows.numerics import (
+    RELU_INTEGRANDS,
     bracket_increasing,
     integrate_one_hidden_layer,
     quadrature_rule,
-    relu_elu_integral,
+    relu_integral,
     solve_increasing,
 )
 from pyro_overparam_flows.transforms.unconstrained import DEFAULT_QUADRATURE_NODES
@@ -75,18 +76,19 @@ def test_default_quadrature_matches_scipy(rule, phi, activation):
         assert float(error.max()) < 1e-6
 
 
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
 @pytest.mark.parametrize("batch", [(), (5,), (4, 3)])
-def test_exact_relu_integral_matches_scipy(batch):
+def test_exact_relu_integral_matches_scipy(batch, phi):
     generator = torch.Generator().manual_seed(1)
     w, b, a = random_network(7, batch=batch, dim=2, seed=3)
     x = 6 * torch.randn(*batch, 2, generator=generator, dtype=torch.float64)
     x.view(-1)[0] = 0.0
-    ours = relu_elu_integral(x, w, b, a, 0.7)
+    ours = relu_integral(x, w, b, a, 0.7, phi)
     flat = ours.reshape(-1)
     parameters = [v.reshape(-1, 7) for v in (w, b, a)]
     for i, upper in enumerate(x.reshape(-1).tolist()):
         wi, bi, ai = (p[i] for p in parameters)
-        g = network_integrand(wi, bi, ai, 0.7, HIDDEN["relu"], POSITIVE["elu_plus_one"])
+        g = network_integrand(wi, bi, ai, 0.7, HIDDEN["relu"], POSITIVE[phi])
         kinks = [k for k in (-bi / wi).tolist() if min(0, upper) < k < max(0, upper)]
         reference = integrate.quad(
             g, 0.0, upper, points=kinks or None, epsabs=1e-13, epsrel=1e-12, limit=200
@@ -94,11 +96,12 @@ def test_exact_relu_integral_matches_scipy(batch):
         assert float(flat[i]) == pytest.approx(reference, rel=1e-10, abs=1e-12)
 
 
-def test_exact_relu_integral_shared_parameters_broadcast_over_batch():
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
+def test_exact_relu_integral_shared_parameters_broadcast_over_batch(phi):
     w, b, a = random_network(9, dim=3, seed=4)
     x = torch.randn(4, 5, 3, dtype=torch.float64)
-    shared = relu_elu_integral(x, w, b, a, 1.0)
-    expanded = relu_elu_integral(x, *(v.expand(4, 5, 3, 9) for v in (w, b, a)), 1.0)
+    shared = relu_integral(x, w, b, a, 1.0, phi)
+    expanded = relu_integral(x, *(v.expand(4, 5, 3, 9) for v in (w, b, a)), 1.0, phi)
     assert shared.shape == (4, 5, 3)
     torch.testing.assert_close(shared, expanded, rtol=1e-13, atol=1e-13)
 
@@ -242,7 +245,7 @@ def test_exact_relu_gradient_for_a_unit_with_zero_weight():
     b = torch.tensor([[0.5, -0.2]], dtype=torch.float64)
     a = torch.tensor([[0.7, -0.4]], dtype=torch.float64)
     x = torch.tensor([[1.3]], dtype=torch.float64)
-    (exact,) = torch.autograd.grad(relu_elu_integral(x, w, b, a, 1.0).sum(), w)
+    (exact,) = torch.autograd.grad(relu_integral(x, w, b, a, 1.0).sum(), w)
     nodes, weights = quadrature_rule("gauss-legendre", 4000)
     reference = integrate_one_hidden_layer(
         x, w, b, a, 1.0, HIDDEN["relu"], POSITIVE["elu_plus_one"], nodes, weights
@@ -275,9 +278,10 @@ def test_stalled_newton_step_is_not_reported_as_converged():
     torch.testing.assert_close(x, y)
 
 
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
 @pytest.mark.parametrize("batch", [(), (4,)], ids=["shared", "per-row"])
 @pytest.mark.parametrize("scale", [0.3, 3.0, 30.0])
-def test_exact_relu_integral_analytic_backward_gradcheck(batch, scale):
+def test_exact_relu_integral_analytic_backward_gradcheck(batch, scale, phi):
     # Units with w = 0 (active everywhere or never), queries at 0 and on both sides, pieces
     # wholly below or above N = 0 and crossing it, slopes from small to large.
     w, b, a = random_network(6, batch=batch, dim=2, seed=11)
@@ -289,36 +293,40 @@ def test_exact_relu_integral_analytic_backward_gradcheck(batch, scale):
     x.view(-1)[0] = 0.0
     inputs = [v.clone().requires_grad_() for v in (x, w, b, a)]
     assert torch.autograd.gradcheck(
-        lambda x, w, b, a: relu_elu_integral(x, w, b, a, 0.8), inputs, atol=1e-8
+        lambda x, w, b, a: relu_integral(x, w, b, a, 0.8, phi), inputs, atol=1e-8
     )
 
 
-def test_exact_relu_integral_backward_in_float32_matches_float64():
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
+def test_exact_relu_integral_backward_in_float32_matches_float64(phi):
     w, b, a = random_network(64, dim=3, seed=13)
     x = torch.randn(50, 3, dtype=torch.float64)
     grads = {}
     for dtype in (torch.float32, torch.float64):
         inputs = [v.to(dtype).requires_grad_() for v in (x, w, b, a)]
-        relu_elu_integral(*inputs, 1.0).sum().backward()
+        relu_integral(*inputs, 1.0, phi).sum().backward()
         grads[dtype] = [v.grad.double() for v in inputs]
     for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
         torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
 @pytest.mark.parametrize("per_row", [False, True], ids=["shared", "per-row"])
-def test_exact_relu_integral_agrees_with_a_1e12_reference(per_row):
+def test_exact_relu_integral_agrees_with_a_1e12_reference(per_row, phi):
     w, b, a = random_network(12, batch=(40,) if per_row else (), dim=1, seed=21)
     w, b = 2 * w, 2 * b
     generator = torch.Generator().manual_seed(22)
     x = 5 * torch.randn(40, 1, generator=generator, dtype=torch.float64)
-    ours = relu_elu_integral(x, w, b, a, 0.7).reshape(-1)
+    ours = relu_integral(x, w, b, a, 0.7, phi).reshape(-1)
     for i, upper in enumerate(x.reshape(-1).tolist()):
         row = (v[i] if per_row else v for v in (w, b, a))
-        assert float(ours[i]) == pytest.approx(split_reference(*row, 0.7, upper), rel=1e-12)
+        reference = split_reference(*row, 0.7, upper, phi)
+        assert float(ours[i]) == pytest.approx(reference, rel=1e-12)
 
 
-def test_exact_relu_integral_per_row_equals_shared_with_gradients():
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
+def test_exact_relu_integral_per_row_equals_shared_with_gradients(phi):
     # The per-row path (one query per parameter row, pieces clipped to [0, x]) against the
     # shared path (pieces integrated once, gathered per query), values and gradients, with
     # slopes from 1e-9 (series branches) to 1e2 and queries from 0 to 30.
@@ -331,26 +339,28 @@ def test_exact_relu_integral_per_row_equals_shared_with_gradients():
         xi, wi, bi, ai = inputs
         if expand:
             wi, bi, ai = (v.expand(3, 3, 10) for v in (wi, bi, ai))
-        value = relu_elu_integral(xi, wi, bi, ai, 1.3)
+        value = relu_integral(xi, wi, bi, ai, 1.3, phi)
         value.sum().backward()
         grads.append([value.detach(), *(v.grad for v in inputs)])
     for shared, per_row in zip(*grads, strict=True):
         torch.testing.assert_close(per_row, shared, rtol=1e-10, atol=1e-12)
 
 
-def test_exact_relu_integral_per_row_backward_in_float32_matches_float64():
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
+def test_exact_relu_integral_per_row_backward_in_float32_matches_float64(phi):
     w, b, a = random_network(32, batch=(50,), dim=3, seed=24)
     x = torch.randn(50, 3, dtype=torch.float64)
     grads = {}
     for dtype in (torch.float32, torch.float64):
         inputs = [v.to(dtype).requires_grad_() for v in (x, w, b, a)]
-        relu_elu_integral(*inputs, 1.0).sum().backward()
+        relu_integral(*inputs, 1.0, phi).sum().backward()
         grads[dtype] = [v.grad.double() for v in inputs]
     for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
         torch.testing.assert_close(low, high, rtol=1e-4, atol=1e-5)
 
 
-def test_exact_relu_gradients_of_a_left_active_unit_in_float32():
+@pytest.mark.parametrize("phi", list(RELU_INTEGRANDS))
+def test_exact_relu_gradients_of_a_left_active_unit_in_float32(phi):
     # A unit with w < 0 is active before its breakpoint: its gradients are sums over the pieces
     # before it, not the total minus the pieces after (which cancels in float32 when the
     # breakpoint is near 0 and x is far).
@@ -361,7 +371,7 @@ def test_exact_relu_gradients_of_a_left_active_unit_in_float32():
     grads = {}
     for dtype in (torch.float32, torch.float64):
         inputs = [v.to(dtype).requires_grad_() for v in (x, w, b, a)]
-        relu_elu_integral(*inputs, 1.0).sum().backward()
+        relu_integral(*inputs, 1.0, phi).sum().backward()
         grads[dtype] = [v.grad.double() for v in inputs]
     for low, high in zip(grads[torch.float32], grads[torch.float64], strict=True):
         torch.testing.assert_close(low, high, rtol=1e-5, atol=1e-9)
@@ -375,10 +385,61 @@ def test_integrals_of_an_empty_batch(shape):
     nodes, weights = quadrature_rule("gauss-legendre", 8)
     rho, positive = HIDDEN["tanh"], POSITIVE["softplus"]
     for value in (
-        relu_elu_integral(x, w, b, a, 1.0),
-        relu_elu_integral(x, *per_row, 1.0),
+        relu_integral(x, w, b, a, 1.0),
+        relu_integral(x, *per_row, 1.0),
         integrate_one_hidden_layer(x, *per_row, 1.0, rho, positive, nodes, weights),
     ):
         assert value.shape == shape
         value.sum().backward()
     assert w.grad.abs().sum() == 0 and x.grad.shape == shape
+
+
+def test_softplus_antiderivative_is_the_dilogarithm(dtype):
+    # G(v) = -Li2(-e^v), against mpmath at 40 digits (scipy's spence loses digits here).
+    import mpmath
+
+    from pyro_overparam_flows.numerics.piecewise import _dilogarithm
+
+    # Down to where e^v stays a normal number of the dtype.
+    deepest = 2.5 if dtype == torch.float64 else 1.9
+    v = torch.cat([-torch.logspace(-8, deepest, 40), torch.zeros(1)]).to(dtype).double()
+    with mpmath.workdps(40):
+        reference = [float(-mpmath.polylog(2, -mpmath.exp(mpmath.mpf(t)))) for t in v.tolist()]
+    ours = _dilogarithm(v.to(dtype)).double()
+    tolerance = 2 * torch.finfo(dtype).eps
+    expected = torch.tensor(reference, dtype=torch.float64)
+    torch.testing.assert_close(ours, expected, rtol=tolerance, atol=0.0)
+
+
+@pytest.mark.filterwarnings("ignore::scipy.integrate.IntegrationWarning")
+@pytest.mark.parametrize("gap", [0.5 - 1e-9, 0.5 + 1e-9])
+def test_softplus_pieces_agree_across_the_short_piece_switch(gap):
+    # A piece of u-length just under 1/2 takes Gauss-Legendre, just over the closed forms:
+    # both give the integral and the moments to rounding, wherever the piece lies.
+    from pyro_overparam_flows.numerics.piecewise import _softplus_pieces
+
+    centres = torch.tensor([-40.0, -3.0, -0.5, 0.0, 0.3, 2.0, 50.0], dtype=torch.float64)
+    for slope in (1.0, -1.0, 1e-3):
+        length = gap / abs(slope)
+        starts = torch.full_like(centres, -length / 2)
+        ends = starts + length
+        intercept = centres - 0.54132485461291800  # v = u + log(e - 1) is centred at `centres`
+        ours = _softplus_pieces(starts, ends, torch.full_like(centres, slope), intercept, True)
+        for value, name in zip(ours, ("integral", "zeroth", "first"), strict=True):
+            expected = []
+            for c in centres.tolist():
+
+                def integrand(t, c=c, slope=slope, name=name):
+                    v = c + slope * t
+                    sp = np.logaddexp(0.0, v)
+                    sig = 1.0 / (1.0 + np.exp(-v))
+                    return {"integral": sp, "zeroth": sig, "first": t * sig}[name]
+
+                expected.append(
+                    integrate.quad(integrand, -length / 2, length / 2, epsabs=1e-300, epsrel=1e-14)[
+                        0
+                    ]
+                )
+            expected = torch.tensor(expected, dtype=torch.float64)
+            scale = expected.abs() + (length**2 if name == "first" else 0.0) * 1e-3
+            assert float(((value - expected).abs() / scale).max()) < 1e-11, name

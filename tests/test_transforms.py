@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 
 import pytest
 import torch
+from scipy import integrate
 
-from conftest import TOLERANCE, perturb_, spread
+from conftest import TOLERANCE, network_integrand, perturb_, random_network, spread
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     UnconstrainedMonotone,
     constrained_monotone,
     unconstrained_monotone,
 )
-from pyro_overparam_flows.maps import constrained_range
+from pyro_overparam_flows.activations import HIDDEN, POSITIVE
+from pyro_overparam_flows.maps import MIN_SLOPE, constrained_range
 
 CONSTRAINED = {
     f"constrained-{activation}-{positivity}-{'tail' if tail else 'bounded'}": (
@@ -182,19 +185,40 @@ def test_quadrature_unconstrained_round_trip(activation, phi, rule, width, dtype
     assert_round_trips(transform, x, dtype)
 
 
-def test_inverse_reaches_a_half_line_image_and_rejects_beyond():
-    # Every unit active for t < 0 has a < 0: N -> -inf on the left, the image is (L, inf).
-    transform = UnconstrainedMonotone(1, 4).double()
+def _decaying_on_the_left(tail: bool) -> UnconstrainedMonotone:
+    # Every unit active for t < 0 has a < 0: N -> -inf on the left.
+    transform = UnconstrainedMonotone(1, 4, tail=tail).double()
     with torch.no_grad():
         transform.hidden_weight.copy_(torch.tensor([[-1.0, -2.0, 1.0, 0.5]]))
         transform.hidden_bias.copy_(torch.tensor([[0.0, 1.0, 0.0, -1.0]]))
         transform.output_weight.copy_(torch.tensor([[-1.0, -0.5, 0.3, 0.2]]))
+    return transform
+
+
+def test_inverse_reaches_a_half_line_image_and_rejects_beyond():
+    # Without a tail (the paper's model) the image is (L, inf).
+    transform = _decaying_on_the_left(tail=False)
     x = torch.tensor([[-30.0], [-2.0], [0.0], [5.0]], dtype=torch.float64)
     y = transform(x)
     torch.testing.assert_close(inverse_of(transform, y)[1:], x[1:], rtol=1e-10, atol=1e-10)
     limit = transform(torch.tensor([[-1e6]], dtype=torch.float64))
-    with pytest.raises(ValueError, match="outside the range"):
+    with pytest.raises(ValueError, match="outside the range.*pass tail=True"):
         inverse_of(transform, limit - 1.0)
+
+
+def test_tail_makes_the_unconstrained_map_onto_the_real_line(dtype):
+    # The same network with the default tail: f' >= MIN_SLOPE, so every y has a preimage, and
+    # far to the left the map is the tail's line.
+    transform = _decaying_on_the_left(tail=True).to(dtype)
+    x = torch.tensor([[-1e4], [-30.0], [-2.0], [0.0], [5.0]], dtype=dtype)
+    y = transform(x)
+    torch.testing.assert_close(inverse_of(transform, y), x, rtol=1e-4, atol=1e-4)
+    far = torch.tensor([[-1e4], [-2e4]], dtype=dtype)
+    slope = (transform(far[:1]) - transform(far[1:])) / 1e4
+    torch.testing.assert_close(slope, torch.full_like(slope, MIN_SLOPE), rtol=1e-3, atol=0.0)
+    beyond = transform(x[:1]) - 100.0
+    assert bool(torch.isfinite(inverse_of(transform, beyond)).all())
+    assert transform.log_abs_det_jacobian(far, transform(far)).min() >= math.log(MIN_SLOPE) - 1e-6
 
 
 # --- gradients --------------------------------------------------------------------------------
@@ -350,12 +374,14 @@ def test_cache_is_dropped_when_a_parameter_or_buffer_is_replaced():
 
 
 @pytest.mark.parametrize("raw_tail", [-30.0, -46.0, -200.0])
-def test_constrained_inverse_with_a_vanishing_tail(raw_tail, dtype):
-    # s = softplus(raw_tail) is tiny or underflows to 0: the tail's bracket alone cannot close.
+def test_constrained_tail_never_vanishes(raw_tail, dtype):
+    # softplus(raw_tail) is tiny or underflows to 0, but the tail is floored at MIN_SLOPE: the
+    # map stays onto the real line, far beyond the saturating part's range too.
     transform = perturb_(ConstrainedMonotone(1, 8)).to(dtype)
     with torch.no_grad():
         transform.raw_tail.fill_(raw_tail)
-    x = torch.linspace(-3, 3, 13, dtype=dtype).unsqueeze(-1)
+    torch.testing.assert_close(transform.tail, torch.full_like(transform.tail, MIN_SLOPE))
+    x = torch.cat([torch.linspace(-3, 3, 13), torch.tensor([-1e4, 1e4])]).to(dtype).unsqueeze(-1)
     with torch.no_grad():
         x_back = inverse_of(transform, transform(x))
     torch.testing.assert_close(x_back, x, rtol=1e-4 if dtype == torch.float32 else 1e-9, atol=1e-4)
@@ -368,3 +394,25 @@ def test_bounded_inverse_accepts_values_rounded_onto_a_bound():
         y = transform(torch.tensor([[-40.0], [40.0]]))
         x_back = inverse_of(transform, y)
         torch.testing.assert_close(transform(x_back.clone()), y)
+
+
+@pytest.mark.parametrize("phi", list(POSITIVE))
+@pytest.mark.parametrize("activation", list(HIDDEN))
+def test_every_activation_and_phi_meets_1e6_at_its_defaults(activation, phi):
+    # The map at its default integration (exact for ReLU, the default quadrature otherwise)
+    # against scipy's adaptive quadrature split at the ReLU kinks, on random O(1) networks.
+    transform = UnconstrainedMonotone(1, 16, activation=activation, phi=phi, tail=False).double()
+    x = torch.linspace(-4, 4, 9, dtype=torch.float64).unsqueeze(-1)
+    for seed in range(3):
+        w, b, a = random_network(16, seed=seed)
+        with torch.no_grad():
+            transform.hidden_weight.copy_(w)
+            transform.hidden_bias.copy_(b)
+            transform.output_weight.copy_(a)
+            ours = transform(x).squeeze(-1)
+        g = network_integrand(w, b, a, 1.0, HIDDEN[activation], POSITIVE[phi])
+        for upper, value in zip(x.squeeze(-1).tolist(), ours.tolist(), strict=True):
+            kinks = [k for k in (-b / w).reshape(-1).tolist() if min(0, upper) < k < max(0, upper)]
+            points = kinks if activation == "relu" and kinks else None
+            reference = integrate.quad(g, 0.0, upper, points=points, epsrel=1e-12, limit=200)[0]
+            assert abs(value - reference) <= 1e-6 * max(1.0, abs(reference))

@@ -1,4 +1,5 @@
-r"""Exact :math:`\int_0^x \phi(N(t))\,dt` for a ReLU network N and :math:`\phi = \mathrm{ELU} + 1`.
+r"""Exact :math:`\int_0^x \phi(N(t))\,dt` for a ReLU network N, with :math:`\phi = \mathrm{ELU} + 1`
+or the shifted softplus :math:`\phi(u) = \log(1 + e^{u + k})`, :math:`k = \log(e - 1)`.
 
 With :math:`\rho = \mathrm{ReLU}`, :math:`N(t) = c \sum_r a_r\,\mathrm{relu}(w_r t + b_r)` is
 piecewise linear with breakpoints :math:`\tau_r = -b_r / w_r` (design.md section 2.2.1). On the
@@ -8,8 +9,15 @@ piece between consecutive sorted breakpoints, :math:`N(t) = \alpha_j t + \gamma_
 
     \int_{l}^{h} \phi(\alpha t + \gamma)\,dt = (h - l)\, \Phi[\alpha l + \gamma, \alpha h + \gamma],
 
-the divided difference of the antiderivative :math:`\Phi(u) = e^u` (u <= 0),
-:math:`u^2/2 + u + 1` (u > 0), evaluated in a form without cancellation. Crossing the breakpoint
+the divided difference of an antiderivative :math:`\Phi` of phi, evaluated in a form without
+cancellation. For ELU + 1, :math:`\Phi(u) = e^u` (u <= 0) and :math:`u^2/2 + u + 1` (u > 0). For
+the softplus, with v = u + k, the antiderivative is the dilogarithm
+:math:`G(v) = -\mathrm{Li}_2(-e^v)`: for v <= 0 a series in :math:`s = \log(1 + e^v) \le \log 2`,
+:math:`G = s + s^2/4 + \sum_{j \ge 1} B_{2j} s^{2j+1} / (2j+1)!` (Bernoulli numbers; it converges
+like :math:`(s / 2\pi)^{2j}`), and for v > 0 the reflection :math:`G(v) = \pi^2/6 + v^2/2 - G(-v)`,
+used in the form :math:`\int_p^q \log(1 + e^v) dv = (q^2 - p^2)/2 + G(-p) - G(-q)`. Pieces
+shorter than 1/2 in v take a 6-point Gauss-Legendre rule instead, exact to rounding there
+(the softplus is analytic within :math:`\pi` of the real axis). Crossing the breakpoint
 of unit r adds :math:`c a_r |w_r|` to the slope and :math:`c a_r b_r \operatorname{sign}(w_r)` to
 the intercept, so all pieces come from one sort and two cumulative sums. Pieces are accumulated
 outwards from 0 (positive and negative half-lines separately) so every partial sum adds positive
@@ -34,13 +42,17 @@ the unit is active: :math:`c \int \phi'(N)\,(w_r t + b_r)` in a and so on. Two l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from fractions import Fraction
 from typing import NamedTuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .compilation import FusedKernel
 
-__all__ = ["relu_elu_integral"]
+__all__ = ["RELU_INTEGRANDS", "relu_integral"]
 
 
 class _Split(NamedTuple):
@@ -114,28 +126,37 @@ def _rows(x, w, b, a):
     return rows, expand(w), expand(b), expand(a), lambda out: out.reshape(shape[:-1])
 
 
-def relu_elu_integral(
+def relu_integral(
     x: torch.Tensor,
     hidden_weight: torch.Tensor,
     hidden_bias: torch.Tensor,
     output_weight: torch.Tensor,
     multiplier: float,
+    phi: str = "elu_plus_one",
 ) -> torch.Tensor:
-    r"""Exact :math:`\int_0^x \phi(N(t))\,dt` for ReLU units and :math:`\phi = \mathrm{ELU} + 1`.
+    r"""Exact :math:`\int_0^x \phi(N(t))\,dt` for ReLU units, phi one of :data:`RELU_INTEGRANDS`.
 
     :param torch.Tensor x: upper limits, shape ``(*batch, D)``.
     :param torch.Tensor hidden_weight: w, shape ``(D, m)`` (shared by the batch, sorted once per
         call) or ``(*batch, D, m)`` (one sort per row); likewise ``hidden_bias`` and
         ``output_weight``.
     :param float multiplier: the output multiplier c.
+    :param str phi: ``"elu_plus_one"`` (ELU + 1) or ``"softplus"`` (:math:`\log(1 + e^{u + k})`,
+        :math:`k = \log(e - 1)`, so that phi(0) = 1).
     :returns: the integrals, shape ``(*batch, D)``; differentiable in every argument.
 
     >>> w = torch.tensor([[1.0]], dtype=torch.float64)
     >>> zero = torch.zeros(1, 1, dtype=torch.float64)
     >>> # N(t) = relu(t): integral of t + 1 over [0, 2] is 4
-    >>> relu_elu_integral(torch.tensor([[2.0]], dtype=torch.float64), w, zero, w, 1.0)
+    >>> relu_integral(torch.tensor([[2.0]], dtype=torch.float64), w, zero, w, 1.0)
     tensor([[4.]], dtype=torch.float64)
+    >>> # N = 0: phi(0) = 1 for either phi, so the integral is x
+    >>> relu_integral(torch.tensor([[-3.0]], dtype=torch.float64), w, zero, zero, 1.0, "softplus")
+    tensor([[-3.]], dtype=torch.float64)
     """
+    if phi not in RELU_INTEGRANDS:
+        allowed = ", ".join(repr(name) for name in RELU_INTEGRANDS)
+        raise ValueError(f"no exact integral for phi={phi!r}; allowed values are {allowed}")
     if not torch.is_grad_enabled():  # a Function sees requires_grad even under no_grad
         x, hidden_weight, hidden_bias, output_weight = (
             v.detach() for v in (x, hidden_weight, hidden_bias, output_weight)
@@ -144,11 +165,12 @@ def relu_elu_integral(
     if rows.shape[-1] == 1:
         # One query per parameter row (a conditioner's output): each row's pieces clipped to its
         # own [0, x], with the gradients in w, b and a written out by hand.
-        return restore(_RowIntegral.apply(rows.contiguous(), w, b, a, multiplier))
+        return restore(_RowIntegral.apply(rows.contiguous(), w, b, a, multiplier, phi))
     # Shared parameters: pieces integrated once and gathered per query; slopes and intercepts
     # take their gradients to w, b and a through autograd (a small graph of (D, m) tensors).
     pieces = _Pieces(w, b, a, multiplier)
-    return restore(_PiecewiseIntegral.apply(rows.contiguous(), pieces.tau, *pieces.lines()))
+    lines = pieces.lines()
+    return restore(_PiecewiseIntegral.apply(rows.contiguous(), pieces.tau, *lines, phi))
 
 
 class _Pieces:
@@ -241,7 +263,8 @@ class _PiecewiseIntegral(torch.autograd.Function):
     covers, gathered over the queries by two cumulative sums instead of one graph per query."""
 
     @staticmethod
-    def forward(ctx, rows, tau, slope, intercept):
+    def forward(ctx, rows, tau, slope, intercept, phi):
+        integrand = RELU_INTEGRANDS[phi]
         zero = tau.new_zeros(tau.shape[:-1] + (1,))
         left = torch.cat([zero, tau.clamp(min=0)], -1)  # max(tau_j, 0), piece j = 0..m
         right = torch.cat([tau.clamp(max=0), zero], -1)  # min(tau_{j+1}, 0)
@@ -250,13 +273,14 @@ class _PiecewiseIntegral(torch.autograd.Function):
         ahead = rows >= 0
         # The whole pieces on each side of 0 and the piece each query ends in, in one call.
         m, n = tau.shape[-1], rows.shape[-1]
-        pieces = _row_pieces(*_pieces(left, right, slope, intercept, rows, piece), False)[0]
-        positive, negative, last = pieces.split([m, m, n], -1)
+        parts = _pieces(left, right, slope, intercept, rows, piece)
+        positive, negative, last = integrand.pieces(*parts, False)[0].split([m, m, n], -1)
         from_zero_right = torch.cat([zero, torch.cumsum(positive, -1)], -1)
         to_zero_left = torch.cat([negative.flip(-1).cumsum(-1).flip(-1), zero], -1)
         whole = torch.where(ahead, at(from_zero_right), at(to_zero_left))
         total = whole + last
         ctx.save_for_backward(rows, tau, slope, intercept, left, right, piece)
+        ctx.integrand = integrand
         return torch.where(ahead, total, -total)
 
     @staticmethod
@@ -264,10 +288,8 @@ class _PiecewiseIntegral(torch.autograd.Function):
         rows, tau, slope, intercept, left, right, piece = ctx.saved_tensors
         at = lambda v: v.gather(-1, piece)  # noqa: E731
         ahead = rows >= 0
-        alpha, gamma = at(slope), at(intercept)
-        u = alpha * rows + gamma
-        phi = torch.where(u > 0, u + 1.0, torch.exp(torch.clamp(u, max=0.0)))
-        grad_rows = grad * phi
+        integrand = ctx.integrand
+        grad_rows = grad * integrand.value(at(slope) * rows + at(intercept))
         # The result is +total for x >= 0 and -total below; sign the incoming gradient.
         signed = torch.where(ahead, grad, -grad)
         zero_row = torch.zeros_like(slope)
@@ -279,7 +301,8 @@ class _PiecewiseIntegral(torch.autograd.Function):
         beyond = ahead_count.flip(-1).cumsum(-1).flip(-1)[..., 1:]
         before = behind_count.cumsum(-1)[..., :-1]
         m, n = tau.shape[-1], rows.shape[-1]
-        _, zeroth, first = _row_pieces(*_pieces(left, right, slope, intercept, rows, piece), True)
+        parts = _pieces(left, right, slope, intercept, rows, piece)
+        _, zeroth, first = integrand.pieces(*parts, True)
         p0, n0, j0 = zeroth.split([m, m, n], -1)
         p1, n1, j1 = first.split([m, m, n], -1)
         pad = torch.zeros_like(slope[..., :1])
@@ -287,7 +310,7 @@ class _PiecewiseIntegral(torch.autograd.Function):
         grad_intercept = torch.cat([beyond * p0, pad], -1) + torch.cat([pad, before * n0], -1)
         grad_slope = grad_slope.scatter_add(-1, piece, signed * j1)
         grad_intercept = grad_intercept.scatter_add(-1, piece, signed * j0)
-        return grad_rows, None, grad_slope, grad_intercept
+        return grad_rows, None, grad_slope, grad_intercept, None
 
 
 # Taylor coefficients, in h^2, of (h cosh h - sinh h) / h^3 = sum 2k / (2k + 1)! h^(2k - 2):
@@ -309,7 +332,7 @@ def _central_exp_moment(h: torch.Tensor, centre_exp: torch.Tensor, e_hi, e_lo) -
     return torch.where(small, series, direct)
 
 
-def _row_pieces(starts, ends, slope, intercept, moments: bool):
+def _elu_pieces(starts, ends, slope, intercept, moments: bool):
     r"""Per piece, the integral of :math:`\phi(N)` over [start, end] and, with ``moments``,
     :math:`\int \phi'(N)` and :math:`\int t\,\phi'(N)` there (N = slope t + intercept, phi =
     ELU + 1). Each is an interval length times a mean over u = N(t) in [lo, hi], split at
@@ -342,6 +365,123 @@ def _row_pieces(starts, ends, slope, intercept, moments: bool):
     return integral, zeroth, first
 
 
+def _elu_value(u: torch.Tensor) -> torch.Tensor:
+    return torch.where(u > 0, u + 1.0, torch.exp(u.clamp(max=0.0)))
+
+
+# The softplus integrand phi(u) = log(1 + e^(u + k)): phi(0) = 1.
+_SOFTPLUS_SHIFT = math.log(math.e - 1.0)
+
+
+def _bernoulli_numbers(count: int) -> list[Fraction]:
+    """B_0 .. B_count (B_1 = -1/2), by the recurrence sum_j C(n + 1, j) B_j = 0."""
+    numbers = [Fraction(1)]
+    for n in range(1, count + 1):
+        numbers.append(-sum(math.comb(n + 1, j) * numbers[j] for j in range(n)) / (n + 1))
+    return numbers
+
+
+def _dilogarithm_coefficients(terms: int) -> list[float]:
+    """B_2j / (2j + 1)! for j = 1 .. terms: G = s + s^2/4 + s^3 sum_j c_j s^(2j - 2)."""
+    bernoulli = _bernoulli_numbers(2 * terms)
+    return [float(bernoulli[2 * j] / math.factorial(2 * j + 1)) for j in range(1, terms + 1)]
+
+
+# With s <= log 2 the terms fall like (s / 2 pi)^2j: the first left out are below 1e-17
+# (float64) and 1e-9 (float32) relative.
+_DILOGARITHM = {
+    torch.float64: _dilogarithm_coefficients(9),
+    torch.float32: _dilogarithm_coefficients(4),
+}
+# Gauss-Legendre on [-1, 1] for pieces shorter than 1/2 in v: the softplus has its poles pi away
+# from the real axis, so 6 nodes leave under 1e-16 relative.
+_SHORT_PIECE = 0.5
+_NODES = [(float(t), float(w)) for t, w in zip(*np.polynomial.legendre.leggauss(6), strict=True)]
+
+
+def _dilogarithm(v: torch.Tensor) -> torch.Tensor:
+    r""":math:`G(v) = \int_{-\infty}^v \log(1 + e^t)\,dt = -\mathrm{Li}_2(-e^v)` for v <= 0 (larger
+    v are clamped to 0), to full relative accuracy however negative v is."""
+    s = F.softplus(v.clamp(max=0.0))
+    coefficients = _DILOGARITHM.get(v.dtype, _DILOGARITHM[torch.float64])
+    return s + s.square() * (0.25 + s * _series(s.square(), coefficients))
+
+
+def _softplus_pieces(starts, ends, slope, intercept, moments: bool):
+    r"""As :func:`_elu_pieces`, for :math:`\phi(u) = \log(1 + e^{u + k})`. With v = N + k on
+    [lo, hi] split at v = 0, the closed forms
+
+    .. math::
+
+        \int \phi = G(n_1) - G(n_0) + \tfrac{(p_1 - p_0)(p_1 + p_0)}{2} + G(-p_0) - G(-p_1),
+        \qquad \int \phi' = \mathrm{sp}(n_1) - \mathrm{sp}(n_0) + (p_1 - p_0)
+        - \mathrm{sp}(-p_0) + \mathrm{sp}(-p_1),
+
+    over the negative part :math:`[n_0, n_1]` and the positive part :math:`[p_0, p_1]`, and
+    :math:`\int (v - c)\phi'(v)\,dv` about the midpoint c by parts the same way; every term is
+    bounded by its part's own size, so nothing cancels. Pieces shorter than 1/2 in v (where
+    the divided differences would cancel) take a 6-point Gauss-Legendre rule in t instead."""
+    length = ends - starts
+    v0 = torch.addcmul(intercept, slope, starts) + _SOFTPLUS_SHIFT
+    v1 = torch.addcmul(intercept, slope, ends) + _SOFTPLUS_SHIFT
+    centre, half = (v0 + v1) / 2, (v1 - v0) / 2  # half is signed: v along increasing t
+    short = half.abs() < _SHORT_PIECE / 2
+    # Short pieces: t_i = mid + xi_i length / 2, v_i = centre + xi_i half.
+    nodes = [centre + xi * half.clamp(-_SHORT_PIECE, _SHORT_PIECE) for xi, _ in _NODES]
+    quadrature_phi = sum(omega * F.softplus(v) for v, (_, omega) in zip(nodes, _NODES, strict=True))
+    lo, hi = torch.minimum(v0, v1), torch.maximum(v0, v1)
+    gap = torch.where(short, torch.ones_like(hi), hi - lo)
+    n0, n1 = lo.clamp(max=0.0), hi.clamp(max=0.0)
+    p0, p1 = lo.clamp(min=0.0), hi.clamp(min=0.0)
+    g_n0, g_n1, g_p0, g_p1 = (_dilogarithm(v) for v in (n0, n1, -p0, -p1))
+    whole = g_n1 - g_n0 + (p1 - p0) * (p1 + p0) / 2 + (g_p0 - g_p1)
+    integral = length * torch.where(short, quadrature_phi / 2, whole / gap)
+    if not moments:
+        return integral, None, None
+    sigmoids = [torch.sigmoid(v) for v in nodes]
+    quadrature_dphi = sum(omega * q for q, (_, omega) in zip(sigmoids, _NODES, strict=True))
+    quadrature_first = sum(xi * omega * q for q, (xi, omega) in zip(sigmoids, _NODES, strict=True))
+    sp_n0, sp_n1, sp_p0, sp_p1 = (F.softplus(v) for v in (n0, n1, -p0, -p1))
+    whole_dphi = sp_n1 - sp_n0 + (p1 - p0) - (sp_p0 - sp_p1)
+    zeroth = length * torch.where(short, quadrature_dphi / 2, whole_dphi / gap)
+    # J = int (v - c) phi'(v) dv over [lo, hi]: negative part by parts, (v - c) sp(v) - G(v);
+    # positive part the line's (v - c) minus the by-parts (v - c) sp(-v) + G(-v) of the rest.
+    mid = (lo + hi) / 2
+    moment = (
+        (n1 - mid) * sp_n1
+        - g_n1
+        - (n0 - mid) * sp_n0
+        + g_n0
+        + (p1 - p0) * ((p1 + p0) / 2 - mid)
+        + (p1 - mid) * sp_p1
+        + g_p1
+        - (p0 - mid) * sp_p0
+        - g_p0
+    )
+    # int (t - mid_t) phi'(N) dt = sign(slope) J / slope^2 = sign(slope) J length^2 / gap^2.
+    offcentre = torch.where(short, quadrature_first / 4, torch.sign(slope) * moment / gap.square())
+    first = (starts + ends) / 2 * zeroth + offcentre * length.square()
+    return integral, zeroth, first
+
+
+class _Integrand(NamedTuple):
+    """phi of an exact ReLU integral: its value, and its pieces' integrals and moments."""
+
+    value: Callable[[torch.Tensor], torch.Tensor]
+    pieces: Callable[..., tuple]
+
+
+def _softplus_value(u: torch.Tensor) -> torch.Tensor:
+    return F.softplus(u + _SOFTPLUS_SHIFT)
+
+
+#: The phi for which the integral of phi(N), N a ReLU network, is computed exactly.
+RELU_INTEGRANDS: dict[str, _Integrand] = {
+    "elu_plus_one": _Integrand(_elu_value, _elu_pieces),
+    "softplus": _Integrand(_softplus_value, _softplus_pieces),
+}
+
+
 # Elements of one (rows x pieces) block of the per-row integral: eagerly per CPU thread,
 # compiled, and on a device.
 _ROW_BLOCK_ELEMENTS = 1 << 15
@@ -358,21 +498,21 @@ class _RowIntegral(torch.autograd.Function):
     product."""
 
     @staticmethod
-    def forward(ctx, rows, w, b, a, c):
+    def forward(ctx, rows, w, b, a, c, phi):
         needed = ctx.needs_input_grad[:4]
         gradients = any(needed)  # everything a gradient can need, or only the integral
         compiled = _ROW_BLOCK.uses_compiled(rows, w.numel())
         size = max(1, _block_elements(rows, compiled) // w.shape[-1])
         kept = (True, *needed) if gradients else (True,)  # the outputs anything uses
         if rows.shape[0] <= size:  # one block: its outputs are the results
-            part = _ROW_BLOCK(rows, w, b, a, c, gradients, compiled=compiled)
+            part = _ROW_BLOCK(rows, w, b, a, c, gradients, phi, compiled=compiled)
             values = [v if keep else None for v, keep in zip(part, kept, strict=True)]
         else:
             values = None
             for start in range(0, rows.shape[0], size):
                 block = slice(start, start + size)
                 part = _ROW_BLOCK(
-                    rows[block], w[block], b[block], a[block], c, gradients, compiled=compiled
+                    rows[block], w[block], b[block], a[block], c, gradients, phi, compiled=compiled
                 )
                 if values is None:
                     values = [
@@ -389,26 +529,26 @@ class _RowIntegral(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        return (*(None if g is None else grad * g for g in ctx.saved_tensors), None)
+        return (*(None if g is None else grad * g for g in ctx.saved_tensors), None, None)
 
 
-def _row_block(x, w, b, a, c: float, gradients: bool):
+def _row_block(x, w, b, a, c: float, gradients: bool, phi: str):
     """One block of :class:`_RowIntegral`: the unsigned integral of each row over [min(0, x),
     max(0, x)] and, with ``gradients``, the signed integral's derivatives: phi(N(x)) in x and
     the gradients in w, b and a."""
+    integrand = RELU_INTEGRANDS[phi]
     pieces = _Pieces(w, b, a, c)
     slope, intercept = pieces.lines()
     low, high = x.clamp(max=0), x.clamp(min=0)
     inner = torch.clamp(pieces.tau, low, high)
     starts, ends = torch.cat([low, inner], -1), torch.cat([inner, high], -1)
-    part, zeroth, first = _row_pieces(starts, ends, slope, intercept, gradients)
+    part, zeroth, first = integrand.pieces(starts, ends, slope, intercept, gradients)
     integral = part.sum(-1, keepdim=True)
     if not gradients:
         return (integral,)
     # d/dx = phi(N(x)), N(x) on the piece holding x.
     at = torch.searchsorted(pieces.tau, x, right=True)
-    u = slope.gather(-1, at) * x + intercept.gather(-1, at)
-    slope_x = torch.where(u > 0, u + 1.0, torch.exp(u.clamp(max=0.0)))
+    slope_x = integrand.value(slope.gather(-1, at) * x + intercept.gather(-1, at))
     below = x < 0  # the result is -integral there
     signed = [torch.where(below, -g, g) for g in (first, zeroth)]
     return (integral, slope_x, *pieces.parameter_gradients(*signed))

@@ -112,8 +112,9 @@ def bracket_increasing(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     r"""Find finite ``lower <= upper`` with ``f(lower) <= y <= f(upper)`` for an increasing f.
 
-    From ``start`` each element walks towards its root with steps ``step * growth**k``; the
-    last two points visited bracket the root. A point whose value is within the solver's
+    From ``start`` (or 0 where f(start) is not finite) each element walks towards its root with
+    steps ``step * growth**k``; the last two points visited bracket the root, their values
+    infinite where f overflows there. A point whose value is within the solver's
     tolerance :math:`8 \epsilon (1 + |y|)` of y counts as reaching it, so targets rounded onto an
     asymptote of f (where f is flat to working precision) are still found. An element whose root
     lies beyond the expansion budget or the largest finite number (y outside the range of f) is
@@ -131,6 +132,11 @@ def bracket_increasing(
     """
     tolerance = solver_tolerance(y)
     value = fn(start)
+    unusable = ~torch.isfinite(value)
+    if not _may_stop_early(y) or bool(unusable.any()):
+        # A start where f overflows (a guess far from the root of a steep map) walks from 0.
+        start = torch.where(unusable, torch.zeros_like(start), start)
+        value = torch.where(unusable, fn(start), value)
     up = value < y
     found = (value - y).abs() <= tolerance
     lower, upper, previous = start, start, start
@@ -139,9 +145,9 @@ def bracket_increasing(
     for _ in range(max_expansions):
         point = start + direction * distance
         value = fn(point)
-        # Only finite points count: far enough out the step overflows (or f does), and an
-        # infinite end would not be a bracket.
-        usable = torch.isfinite(point) & torch.isfinite(value)
+        # Only finite points count (far enough out the step overflows); a value that
+        # overflowed still tells the side of the root, unless it is NaN.
+        usable = torch.isfinite(point) & ~torch.isnan(value)
         reached = torch.where(up, value >= y - tolerance, value <= y + tolerance)
         crossed = ~found & usable & reached
         lower = torch.where(crossed, torch.where(up, previous, point), lower)

@@ -7,7 +7,9 @@ from typing import Any
 
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
 
-from .base import check_input_dim, check_width
+from ..activations import lookup
+from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS
+from .base import check_input_dim, check_width, resolve_tail
 from .conditioned import AutoregressiveFlow, ConditionalAutoregressiveFlow
 from .constrained import ConstrainedFamily
 from .unconstrained import UnconstrainedFamily
@@ -212,7 +214,11 @@ class ConditionalUnconstrainedMonotoneAutoregressive(
 def _free_size(constrained: bool, width: int, options: dict) -> int:
     """Numbers per dimension the conditioner of a flow built with ``options`` gives."""
     check_width(width)
-    tail = constrained and options.get("tail", True) is True
+    tail = False
+    if constrained:
+        name = options.get("parametrization", "standard")
+        setting = lookup(CONSTRAINED_PARAMETRIZATIONS, name, "parametrization")
+        tail = resolve_tail(options.get("tail"), setting)
     return width + 1 + int(tail) + int(options.get("scale", True) is True)
 
 

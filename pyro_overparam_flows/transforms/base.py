@@ -9,13 +9,16 @@ from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
 
 from ..numerics.root_finding import DEFAULT_MAX_ITERATIONS
+from ..parametrizations import Parametrization
 
 __all__ = [
     "MonotoneBase",
     "MonotoneTransformModule",
     "check_input_dim",
     "check_width",
+    "overflow_error",
     "preimage_or_error",
+    "resolve_tail",
     "validation_enabled",
 ]
 
@@ -65,6 +68,39 @@ def preimage_or_error(
     return torch.where(ok, x, float("nan"))
 
 
+def _largest(named: dict[str, torch.Tensor]) -> str:
+    """The named tensors that are not finite, or else the three largest in magnitude, as text
+    (reads a few values back; for error messages only)."""
+    peaks = {}
+    for name, value in named.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel():
+            value = value.detach()
+            if not bool(torch.isfinite(value).all()):
+                return f"{name} is not finite"
+            peaks[name] = float(value.abs().max())
+    top = sorted(peaks.items(), key=lambda item: -item[1])[:3]
+    return "the largest magnitudes are " + ", ".join(f"{n} {v:.3g}" for n, v in top)
+
+
+def overflow_error(
+    transform: torch.nn.Module,
+    what: str,
+    value: torch.Tensor,
+    named: dict[str, torch.Tensor],
+) -> ValueError:
+    """The error for a non-finite ``value`` (the result ``what``) computed from finite inputs:
+    its parameters, or the numbers a conditioner gave (``named``), are too large for the
+    dtype."""
+    bad = ~torch.isfinite(value)
+    first = tuple(int(i) for i in bad.nonzero()[0])
+    return ValueError(
+        f"{type(transform).__name__}: the {what} is not finite for finite inputs (e.g. "
+        f"{first} -> {value[first].item()}) because the numbers of the map overflow "
+        f"{value.dtype} ({_largest(named)}): its parameters are too large; lower the learning "
+        "rate or reset them, or use float64"
+    )
+
+
 def validation_enabled() -> bool:
     """Whether checks that read values back (non-finite input, range) run.
 
@@ -77,6 +113,17 @@ def check_input_dim(value: object, name: str = "input_dim") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
+
+
+def resolve_tail(tail: object, parametrization: Parametrization) -> bool:
+    """Whether a flow has a tail: ``tail`` itself if True or False; if None (the default), a
+    tail for the width-aware parametrizations and none for the paper's presets, which
+    reproduce the paper's bounded models."""
+    if tail is None:
+        return parametrization.width_aware
+    if not isinstance(tail, bool):
+        raise ValueError(f"tail must be True, False or None (the default), got {tail!r}")
+    return tail
 
 
 def check_width(width: object) -> int:
@@ -175,6 +222,17 @@ class MonotoneBase(TransformModule):
         self._remember(x, y, "inverse")
         return x
 
+    def _finite(
+        self, value: torch.Tensor, what: str, named: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``value`` (computed from finite inputs), or a ValueError naming the overflow if it is
+        not finite (validation on). ``named`` adds the numbers a conditioner gave."""
+        if validation_enabled() and not bool(torch.isfinite(value).all()):
+            raise overflow_error(
+                self, what, value, {**dict(self.named_parameters()), **(named or {})}
+            )
+        return value
+
     def _check(self, value: torch.Tensor, name: str) -> None:
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
@@ -207,12 +265,12 @@ class MonotoneTransformModule(MonotoneBase):
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "x")
-        return self._map(x)
+        return self._finite(self._map(x), "forward map")
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""log-Jacobian: :math:`\log|\det J| = \sum_d \log f'(x_d)` over the last dimension."""
         self._check(x, "x")
-        return self._log_derivative(x).sum(-1)
+        return self._finite(self._log_derivative(x).sum(-1), "log-Jacobian")
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         self._check(y, "y")

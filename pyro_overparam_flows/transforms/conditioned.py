@@ -46,7 +46,9 @@ __all__ = [
     "MonotoneAutoregressive",
     "Conditioning",
     "CouplingFlow",
+    "MAX_LOG_SCALE",
     "MonotoneCoupling",
+    "bounded_log_scale",
     "select_dimensions",
     "setup_conditioned",
     "start_conditioner_",
@@ -186,6 +188,23 @@ class Conditioning(NamedTuple):
     network: NamedTuple
     log_scale: torch.Tensor | None
 
+    def named(self) -> dict[str, torch.Tensor]:
+        """Its tensors by name, for error messages."""
+        fields = zip(self.network._fields, self.network, strict=True)
+        named = {f"conditioned {name}": value for name, value in fields}
+        return {**named, "conditioned log_scale": self.log_scale}
+
+
+#: Bound of the conditioned log-scale: :math:`\sigma = B \tanh(v / B)` of the conditioner's
+#: number v, so scales stay within :math:`e^{\pm 5}` (as Pyro's affine autoregressive flow clips
+#: its log-scale) while :math:`\sigma \approx v` near 0 and the gradient never vanishes.
+MAX_LOG_SCALE = 5.0
+
+
+def bounded_log_scale(raw: torch.Tensor) -> torch.Tensor:
+    """The log-scale of a conditioner's number: within (-MAX_LOG_SCALE, MAX_LOG_SCALE), 0 at 0."""
+    return MAX_LOG_SCALE * torch.tanh(raw / MAX_LOG_SCALE)
+
 
 def _check_scale(scale: object) -> bool:
     if not isinstance(scale, bool):
@@ -199,7 +218,8 @@ class _Conditioned(MonotoneBase):
     by the last call.
 
     With a scale, dimension d maps as :math:`y_d = e^{\sigma_d} f_d(x_d)`, f_d the family's
-    map (offset included) and :math:`\sigma_d` the conditioner's last number for d.
+    map (offset included) and :math:`\sigma_d = 5 \tanh(v_d / 5)` of the conditioner's last
+    number :math:`v_d` for d (:func:`bounded_log_scale`).
     """
 
     def __init__(self, input_dim: int, scale: bool):
@@ -218,7 +238,8 @@ class _Conditioned(MonotoneBase):
         """Split the conditioner's numbers, shape ``(..., dims, P)``, into network and scale."""
         family = self._family
         if self.scale:
-            return Conditioning(family._network_from_free(free[..., :-1]), free[..., -1])
+            network = family._network_from_free(free[..., :-1])
+            return Conditioning(network, bounded_log_scale(free[..., -1]))
         return Conditioning(family._network_from_free(free), None)
 
     def _conditioning_for(self, x: torch.Tensor) -> Conditioning:
@@ -288,7 +309,7 @@ class MonotoneAutoregressive(_Conditioned):
         self._check(x, "x")
         conditioning = self._condition_on(x)
         self._cached_network = x, conditioning
-        return self._apply_map(x, conditioning)
+        return self._finite(self._apply_map(x, conditioning), "forward map", conditioning.named())
 
     def map_given(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         r"""Each dimension's map at t with the conditioner fed x: :math:`f_d(t_d; x_{<d})`, of
@@ -316,7 +337,9 @@ class MonotoneAutoregressive(_Conditioned):
         r"""log-Jacobian of the triangular map: :math:`\sum_d \log f_d'(x_d; x_{<d})`."""
         self._refresh_cache()
         self._check(x, "x")
-        return self._log_slope(x, self._conditioning_for(x)).sum(-1)
+        conditioning = self._conditioning_for(x)
+        log_det = self._log_slope(x, conditioning).sum(-1)
+        return self._finite(log_det, "log-Jacobian", conditioning.named())
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         self._check(y, "y")
@@ -390,6 +413,7 @@ class MonotoneCoupling(_Conditioned):
         conditioning = self._condition_on(x)
         self._cached_network = x, conditioning
         second = self._apply_map(x[..., self.split_dim :], conditioning)
+        second = self._finite(second, "forward map", conditioning.named())
         return self._join(x[..., : self.split_dim], second)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -398,7 +422,8 @@ class MonotoneCoupling(_Conditioned):
         self._refresh_cache()
         self._check(x, "x")
         conditioning = self._conditioning_for(x)
-        return self._log_slope(x[..., self.split_dim :], conditioning).sum(-1)
+        log_det = self._log_slope(x[..., self.split_dim :], conditioning).sum(-1)
+        return self._finite(log_det, "log-Jacobian", conditioning.named())
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         self._check(y, "y")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..activations import SATURATING, log_softplus, lookup
+from ..activations import SATURATING, lookup
 from ..maps import (
+    MIN_SLOPE,
     ConstrainedNetwork,
     constrained_log_derivative,
     constrained_map,
@@ -20,15 +21,23 @@ from ..parametrizations import (
     initial_constrained_network,
 )
 from ..positivity import POSITIVITY
-from .base import MonotoneTransformModule, check_width, preimage_or_error
+from .base import MonotoneTransformModule, check_width, preimage_or_error, resolve_tail
 
 __all__ = ["ConstrainedFamily", "ConstrainedMonotone", "constrained_monotone"]
 
 _INITIAL_TAIL = 0.5
 
 
-def _softplus_inverse(value: torch.Tensor) -> torch.Tensor:
-    return value + torch.log(-torch.expm1(-value))
+def _raw_tail(value: torch.Tensor) -> torch.Tensor:
+    """The raw parameter of a tail slope ``value`` > MIN_SLOPE (the inverse of
+    :func:`_tail_slope`)."""
+    excess = value - MIN_SLOPE
+    return excess + torch.log(-torch.expm1(-excess))
+
+
+def _tail_slope(raw: torch.Tensor) -> torch.Tensor:
+    """s = MIN_SLOPE + softplus(raw): never below MIN_SLOPE, so never 0."""
+    return MIN_SLOPE + nn.functional.softplus(raw)
 
 
 class ConstrainedFamily:
@@ -39,7 +48,7 @@ class ConstrainedFamily:
     The positive weights w and a are parameters of shape ``(dim, width)``. The hidden biases b,
     the tail s and the offset beta are parameters of the element-wise transform, and the output
     of a conditioner otherwise: :attr:`free_size` numbers per dimension, laid out as
-    ``[b_1 .. b_m, beta, raw s]`` (``raw s`` only with a tail; s = softplus(raw s)).
+    ``[b_1 .. b_m, beta, raw s]`` (``raw s`` only with a tail; s = MIN_SLOPE + softplus(raw s)).
     """
 
     def _setup_family(
@@ -49,7 +58,7 @@ class ConstrainedFamily:
         *,
         activation: str = "tanh",
         positivity: str = "softplus",
-        tail: bool = True,
+        tail: bool | None = None,
         parametrization: str = "standard",
         projection_floor: float = 1e-6,
     ) -> InitialNetwork:
@@ -57,8 +66,7 @@ class ConstrainedFamily:
         self.activation = lookup(SATURATING, activation, "activation")
         self.positivity = lookup(POSITIVITY, positivity, "positivity")
         setting = lookup(CONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
-        if not isinstance(tail, bool):
-            raise ValueError(f"tail must be True or False, got {tail!r}")
+        tail = resolve_tail(tail, setting)
         if not (
             isinstance(projection_floor, float | int)
             and not isinstance(projection_floor, bool)
@@ -96,7 +104,7 @@ class ConstrainedFamily:
         """The element-wise initial b, beta (0) and raw s, shape ``(dim, free_size)``."""
         columns = [init.hidden_bias, init.hidden_bias.new_zeros(len(init.hidden_bias), 1)]
         if self.has_tail:
-            columns.append(_softplus_inverse(torch.full_like(columns[1], _INITIAL_TAIL)))
+            columns.append(_raw_tail(torch.full_like(columns[1], _INITIAL_TAIL)))
         return torch.cat(columns, -1)
 
     @torch.no_grad()
@@ -123,14 +131,15 @@ class ConstrainedFamily:
             self.projection_floor,
         )
         raw_w, raw_a = self.raw_hidden_weight, self.raw_output_weight
+        tail = None if raw_tail is None else _tail_slope(raw_tail)
         return ConstrainedNetwork(
             value(raw_w, floor),
             log_value(raw_w, floor),
             hidden_bias,
             value(raw_a, floor),
             log_value(raw_a, floor),
-            None if raw_tail is None else nn.functional.softplus(raw_tail),
-            None if raw_tail is None else log_softplus(raw_tail),
+            tail,
+            None if tail is None else torch.log(tail),
             offset,
             self.multiplier,
         )
@@ -180,13 +189,15 @@ class ConstrainedFamily:
             target = torch.where(inside, target, (low + high) / 2.0)
         else:
             inside = torch.ones_like(y, dtype=torch.bool)
-            allowed = "the tail slope has underflowed to 0, so the map is bounded here"
+            allowed = (
+                f"the map overflows {y.dtype} before it reaches y: its parameters are too large"
+            )
         lower, upper, found = bracket_increasing(
             lambda x: constrained_map(x, net, sigma), target, torch.zeros_like(y)
         )
         if net.tail is not None:
             # s x + low <= f(x) <= s x + high also brackets the root: keep the tighter ends
-            # (the tail's alone is too wide to close when s is tiny, and infinite when s = 0).
+            # (the tail's alone is wide when s is small, and infinite if it overflows).
             tail_lower, tail_upper = (target - high) / net.tail, (target - low) / net.tail
             lower = torch.where(torch.isfinite(tail_lower), torch.maximum(lower, tail_lower), lower)
             upper = torch.where(torch.isfinite(tail_upper), torch.minimum(upper, tail_upper), upper)
@@ -206,16 +217,19 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
         :math:`y_d = c_m \sum_{r=1}^m a_{dr}\,\sigma(w_{dr} x_d + b_{dr}) + s_d x_d + \beta_d,`
 
     with :math:`a_{dr}, w_{dr} > 0`, :math:`\sigma` = tanh or sigmoid, a linear tail
-    :math:`s_d \ge 0` and an offset :math:`\beta_d`. The log-Jacobian is
+    :math:`s_d \ge` :data:`~pyro_overparam_flows.maps.MIN_SLOPE` and an offset
+    :math:`\beta_d`. The log-Jacobian is
     :math:`\sum_d \log\big(c_m \sum_r a_{dr} w_{dr} \sigma'(w_{dr} x_d + b_{dr}) + s_d\big)`,
     evaluated in log space (finite where :math:`\sigma'` underflows, e.g. at
     :math:`x = \pm 10^4` in float32).
 
     The forward direction is the network map; the inverse is a batched safeguarded Newton solve.
-    With ``tail=True`` (default) the map is a bijection of the real line. With ``tail=False`` it
-    is the paper's exact model, whose image is the bounded interval
+    With a tail (the default) the map is a bijection of the real line for every parameter value:
+    :math:`s_d = 10^{-3} + \mathrm{softplus}(\cdot)` never reaches 0. Without
+    (``tail=False``, and the default of the paper's presets) it is the paper's exact model,
+    whose image is the bounded interval
     :math:`\beta + c_m \sum_r a_r (\sigma(-\infty), \sigma(\infty))`; the inverse raises a
-    ValueError for values outside it.
+    ValueError for values outside it, and the flow cannot be used forward as a sampler.
 
     Together with :class:`~pyro.distributions.TransformedDistribution` this gives a flow for
     variational inference (sample through the forward direction) or for density estimation
@@ -238,8 +252,9 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
     :param str positivity: how :math:`w, a > 0` is kept: ``"softplus"``, ``"exp"``,
         ``"square"`` of a free parameter, or ``"projected"`` (raw values kept positive by
         :meth:`project_` after each optimizer step, the paper's projected SGD).
-    :param bool tail: include the linear tail :math:`s_d = \mathrm{softplus}(\cdot)`
-        (initially 0.5).
+    :param bool tail: include the linear tail :math:`s_d = 10^{-3} + \mathrm{softplus}(\cdot)`
+        (initially 0.5), or not (the paper's bounded model); None (default) means True for the
+        width-aware parametrizations and False for the paper's presets.
     :param str parametrization: ``"standard"``, ``"ntk"``, ``"mean_field"`` (width-aware, see
         :mod:`pyro_overparam_flows.parametrizations`) or the paper's presets
         ``"standard-normal"`` and ``"sqrt-(m)"``.
@@ -261,7 +276,7 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
         *,
         activation: str = "tanh",
         positivity: str = "softplus",
-        tail: bool = True,
+        tail: bool | None = None,
         parametrization: str = "standard",
         projection_floor: float = 1e-6,
     ):
@@ -277,13 +292,13 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
         )
         self.hidden_bias = nn.Parameter(init.hidden_bias)
         tail_value = torch.full((input_dim,), _INITIAL_TAIL)
-        self.raw_tail = nn.Parameter(_softplus_inverse(tail_value)) if tail else None
+        self.raw_tail = nn.Parameter(_raw_tail(tail_value)) if self.has_tail else None
         self.offset = nn.Parameter(torch.zeros(input_dim))
 
     @property
     def tail(self) -> torch.Tensor | None:
-        """The tail slopes s >= 0, shape ``(input_dim,)``, or None without a tail."""
-        return None if self.raw_tail is None else nn.functional.softplus(self.raw_tail)
+        """The tail slopes s >= MIN_SLOPE, shape ``(input_dim,)``, or None without a tail."""
+        return None if self.raw_tail is None else _tail_slope(self.raw_tail)
 
     def network(self) -> ConstrainedNetwork:
         """The current parameters as a :class:`~pyro_overparam_flows.maps.ConstrainedNetwork`."""

@@ -6,14 +6,25 @@ import torch
 from torch import nn
 
 from ..activations import HIDDEN, POSITIVE, lookup
-from ..maps import UnconstrainedNetwork, unconstrained_log_derivative, unconstrained_map
-from ..numerics import QUADRATURE_RULES, bracket_increasing, quadrature_rule, solve_increasing
+from ..maps import (
+    MIN_SLOPE,
+    UnconstrainedNetwork,
+    unconstrained_log_derivative,
+    unconstrained_map,
+)
+from ..numerics import (
+    QUADRATURE_RULES,
+    RELU_INTEGRANDS,
+    bracket_increasing,
+    quadrature_rule,
+    solve_increasing,
+)
 from ..parametrizations import (
     UNCONSTRAINED_PARAMETRIZATIONS,
     InitialNetwork,
     initial_unconstrained_network,
 )
-from .base import MonotoneTransformModule, check_width, preimage_or_error
+from .base import MonotoneTransformModule, check_width, preimage_or_error, resolve_tail
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -32,14 +43,16 @@ _INTEGRATIONS = ("auto", "exact", *QUADRATURE_RULES)
 
 
 class UnconstrainedFamily:
-    """The per-dimension weights, the quadrature rule and the mathematics of unconstrained maps,
+    r"""The per-dimension weights, the quadrature rule and the mathematics of unconstrained maps,
     shared by the element-wise, autoregressive, coupling and conditional transforms (a mixin for
     :class:`torch.nn.Module` subclasses).
 
     The hidden weights w and output weights a are of shape ``(dim, width)`` (a is a buffer for
     the presets whose output layer is not trained). The hidden biases b and the offset beta are
     parameters of the element-wise transform, and the output of a conditioner otherwise:
-    :attr:`free_size` numbers per dimension, laid out as ``[b_1 .. b_m, beta]``.
+    :attr:`free_size` numbers per dimension, laid out as ``[b_1 .. b_m, beta]``. The tail, when
+    there is one, is fixed: :math:`f' = s + (1 - s)\phi(N)` with
+    :math:`s` = :data:`~pyro_overparam_flows.maps.MIN_SLOPE`.
     """
 
     def _setup_family(
@@ -52,6 +65,7 @@ class UnconstrainedFamily:
         integration: str = "auto",
         quadrature_nodes: int | None = None,
         parametrization: str = "standard",
+        tail: bool | None = None,
     ) -> InitialNetwork:
         self.width = check_width(width)
         self.activation = lookup(HIDDEN, activation, "activation")
@@ -59,11 +73,11 @@ class UnconstrainedFamily:
         if integration not in _INTEGRATIONS:
             allowed = ", ".join(repr(k) for k in _INTEGRATIONS)
             raise ValueError(f"unknown integration {integration!r}; allowed values are {allowed}")
-        exact_available = self.activation.name == "relu" and self.phi.name == "elu_plus_one"
+        exact_available = self.activation.name == "relu" and self.phi.name in RELU_INTEGRANDS
         if integration == "exact" and not exact_available:
             raise ValueError(
-                "integration='exact' needs activation='relu' and phi='elu_plus_one', got "
-                f"activation={activation!r}, phi={phi!r}; use 'gauss-legendre' or 'clenshaw-curtis'"
+                f"integration='exact' needs activation='relu', got activation={activation!r}; "
+                "use 'gauss-legendre' or 'clenshaw-curtis'"
             )
         if integration == "auto":
             integration = "exact" if exact_available else "gauss-legendre"
@@ -77,10 +91,12 @@ class UnconstrainedFamily:
                 else quadrature_nodes
             )
             nodes, weights = quadrature_rule(integration, count, dtype=torch.get_default_dtype())
-            self.register_buffer("quadrature_nodes", nodes)
-            self.register_buffer("quadrature_weights", weights)
+            # Derived from the rule, not saved: a checkpoint of another dtype cannot round them.
+            self.register_buffer("quadrature_nodes", nodes, persistent=False)
+            self.register_buffer("quadrature_weights", weights, persistent=False)
         setting = lookup(UNCONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
         self.parametrization = setting.name
+        self.has_tail = resolve_tail(tail, setting)
         init = initial_unconstrained_network(dim, width, setting)
         self.multiplier = init.multiplier
         self.hidden_weight = nn.Parameter(init.hidden_weight)
@@ -101,6 +117,12 @@ class UnconstrainedFamily:
             self.quadrature_weights = weights.to(device=like.device, dtype=like.dtype)
         return self
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints of version 0.1.0 saved the quadrature rule: it is derived now.
+        for name in ("quadrature_nodes", "quadrature_weights"):
+            state_dict.pop(prefix + name, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     @property
     def free_size(self) -> int:
         """Numbers per dimension a conditioner provides: m hidden biases and the offset."""
@@ -113,7 +135,12 @@ class UnconstrainedFamily:
 
     def _assemble(self, hidden_bias: torch.Tensor, offset: torch.Tensor) -> UnconstrainedNetwork:
         return UnconstrainedNetwork(
-            self.hidden_weight, hidden_bias, self.output_weight, offset, self.multiplier
+            self.hidden_weight,
+            hidden_bias,
+            self.output_weight,
+            offset,
+            self.multiplier,
+            MIN_SLOPE if self.has_tail else None,
         )
 
     def _network_from_free(self, free: torch.Tensor) -> UnconstrainedNetwork:
@@ -153,9 +180,16 @@ class UnconstrainedFamily:
         start = target - net.offset  # the flow starts as the identity plus offset
         lower, upper, found = bracket_increasing(value, target, start)
         x, converged = solve_increasing(value_and_slope, target, lower, upper, start)
-        allowed = (
-            "the integrand's network decays to -inf at that end, so the image is bounded there"
-        )
+        if net.tail is None:
+            allowed = (
+                "without a tail (tail=False, or a paper parametrization preset) the integrand's "
+                "network can decay to -inf at an end, and the image is bounded there; pass "
+                "tail=True for a bijection of the real line"
+            )
+        else:
+            allowed = (
+                f"the map overflows {y.dtype} before it reaches y: its parameters are too large"
+            )
         hint = "" if quadrature is None else "; use more quadrature_nodes"
         return preimage_or_error(
             x, y, found, allowed, converged=converged, hint=hint, columns=columns
@@ -173,16 +207,21 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
     with no constraint on :math:`a, w, b`. The log-Jacobian is exact,
     :math:`\sum_d \log \phi(N_d(x_d))`, whatever the integration rule.
 
-    With :math:`\rho` = ReLU and :math:`\phi` = ELU + 1 (the paper's model, the default) the
-    integral is computed **exactly** in closed form, piece by piece between the kinks of N. For
+    With :math:`\rho` = ReLU (the paper's model, the default) the integral is computed
+    **exactly** in closed form, piece by piece between the kinks of N, for either phi. For
     other activations it is computed by a fixed K-node quadrature (Gauss-Legendre or
     Clenshaw-Curtis) evaluated in bounded blocks, whose forward pass accumulates the sums the
     gradients need instead of storing the hidden activations, so memory does not grow with K.
     The inverse is a batched safeguarded Newton solve.
 
-    If N tends to :math:`-\infty` at one end (possible with ReLU or softplus hidden units) the
-    integral converges there and the map's image is a half-line; the inverse raises a ValueError
-    for values outside it.
+    By default the map has a tail: :math:`f'(x) = s + (1 - s)\,\phi(N_d(x))` with
+    :math:`s` = :data:`~pyro_overparam_flows.maps.MIN_SLOPE` (:math:`10^{-3}`), so
+    :math:`f' \ge s` and the map is a bijection of the real line for every parameter value,
+    while :math:`\phi(0) = 1` keeps the flow the identity at initialization. The paper's model
+    (``tail=False``, and the default of the paper's presets) has no tail: where N tends to
+    :math:`-\infty` (possible with ReLU or softplus hidden units) the integral converges and
+    the image is bounded on that side, so the inverse raises a ValueError for values outside
+    it, and the flow cannot be used forward as a prior or sampler that training moves.
 
     >>> import pyro.distributions as dist
     >>> base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
@@ -198,8 +237,9 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
         ``"softplus"`` or ``"erf"``.
     :param str phi: :math:`\phi`: ``"elu_plus_one"`` (ELU(u) + 1, the paper's and UMNN's) or
         ``"softplus"`` (:math:`\log(1 + (e - 1) e^u)`, shifted so that :math:`\phi(0) = 1`).
-    :param str integration: ``"auto"`` (exact where available, else Gauss-Legendre),
-        ``"exact"`` (ReLU with ELU + 1 only), ``"gauss-legendre"`` or ``"clenshaw-curtis"``.
+    :param str integration: ``"auto"`` (exact for ReLU, else Gauss-Legendre), ``"exact"``
+        (ReLU only), ``"gauss-legendre"`` or ``"clenshaw-curtis"`` (for ReLU a quadrature rule
+        converges slowly, since the integrand has a kink at each unit's breakpoint).
     :param int quadrature_nodes: K for the quadrature rules; by default
         :data:`DEFAULT_QUADRATURE_NODES` for the chosen phi (192 for ELU + 1, 24 for softplus,
         each giving a relative error under 1e-6 on O(1) networks for :math:`|x| \le 4`). Accuracy
@@ -211,6 +251,9 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
         flow starts as the identity, see :mod:`pyro_overparam_flows.parametrizations`) or the
         paper's presets ``"gaussian-sqrt(m)"`` and ``"gaussian-std"``, whose output layer is
         not trained.
+    :param bool tail: the tail above (True), or the paper's model, possibly bounded (False);
+        None (default) means True for the width-aware parametrizations and False for the
+        paper's presets.
 
     References:
 
@@ -231,6 +274,7 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
         integration: str = "auto",
         quadrature_nodes: int | None = None,
         parametrization: str = "standard",
+        tail: bool | None = None,
     ):
         super().__init__(input_dim)
         init = self._setup_family(
@@ -241,6 +285,7 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
             integration=integration,
             quadrature_nodes=quadrature_nodes,
             parametrization=parametrization,
+            tail=tail,
         )
         self.hidden_bias = nn.Parameter(init.hidden_bias)
         self.offset = nn.Parameter(torch.zeros(input_dim))
