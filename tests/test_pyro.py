@@ -14,6 +14,7 @@ from conftest import perturb_
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     UnconstrainedMonotone,
+    conditional_unconstrained_monotone_autoregressive,
     constrained_monotone,
     unconstrained_monotone,
     unconstrained_monotone_autoregressive,
@@ -170,6 +171,32 @@ def test_fixed_data_every_step_with_an_optimizer_that_writes_data(factory):
         fresh = -dist.TransformedDistribution(base, [transform.inv]).log_prob(data.clone()).mean()
         cached = -density.log_prob(data).mean()
     assert float(cached) == pytest.approx(float(fresh), rel=1e-6)
+
+
+def test_no_cached_answer_survives_a_clipped_adam_step_through_another_condition():
+    # A .condition(context) kept for evaluation while the flow trains through other
+    # .condition() objects with Pyro's ClippedAdam (which writes p.data): its cached pair must
+    # not answer after a step, while it still serves sample-then-score before one.
+    flow = conditional_unconstrained_monotone_autoregressive(2, 3, width=8)
+    evaluator = flow.condition(torch.randn(3))
+    z = torch.randn(5, 2)
+    y = evaluator(z)
+    assert evaluator.inv(y) is z  # sample then score: from the cache
+    data, context = torch.randn(64, 2), torch.randn(64, 3)
+    base = dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1)
+
+    def model():
+        pyro.module("flow", flow)
+        density = dist.ConditionalTransformedDistribution(base, [flow]).condition(context)
+        with pyro.plate("n", 64):
+            pyro.sample("x", density, obs=data)
+
+    svi = SVI(model, lambda: None, ClippedAdam({"lr": 0.1}), Trace_ELBO())
+    svi.step()
+    recomputed = evaluator.inv(y)
+    assert recomputed is not z
+    torch.testing.assert_close(recomputed, evaluator.inv(y.clone()))
+    assert not torch.allclose(recomputed, z)
 
 
 def test_cache_answers_only_the_opposite_direction_and_tracks_requires_grad():

@@ -7,6 +7,7 @@ import itertools
 import torch
 from pyro.distributions import constraints
 from pyro.distributions.torch_transform import TransformModule
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..numerics.root_finding import DEFAULT_MAX_ITERATIONS
 from ..parametrizations import Parametrization
@@ -132,6 +133,19 @@ def check_width(width: object) -> int:
     return width
 
 
+_optimizer_steps = 0
+
+
+def _count_optimizer_step(optimizer, args, kwargs) -> None:
+    global _optimizer_steps
+    _optimizer_steps += 1
+
+
+# Every torch optimizer step (Pyro's optimizers included) invalidates every cached pair: some
+# optimizers write p.data, which leaves the parameters' version counters as they were.
+register_optimizer_step_post_hook(_count_optimizer_step)
+
+
 class MonotoneBase(TransformModule):
     """What every transform of this package shares: a bijection of ``real_vector`` with a
     positive Jacobian determinant, Pyro's cache made safe for training, and input checks."""
@@ -156,17 +170,20 @@ class MonotoneBase(TransformModule):
     def sign(self) -> int:
         return 1
 
-    # Pyro's cache is keyed on tensor identity; three rules keep it from answering with a stale
+    # Pyro's cache is keyed on tensor identity; four rules keep it from answering with a stale
     # pair. (1) A pair answers only the opposite direction: the inverse of an output just
     # computed (a sample scored), never the same input again (data passed every step). (2) It
     # is dropped when a parameter or buffer was changed in place, replaced (pyro.module loading
     # the param store, torch.func.functional_call) or switched requires_grad, or when gradients
-    # are on now but were off when it was made. (3) It is dropped once a backward pass has gone
-    # through the output, since optimizers that write ``p.data`` (Pyro's ClippedAdam) leave
-    # the version counters alone.
+    # are on now but were off when it was made. (3) It is dropped after any optimizer step in
+    # the process, since optimizers that write ``p.data`` (Pyro's ClippedAdam) leave the
+    # version counters alone, also for the transforms of other ``.condition()`` calls sharing
+    # the parameters. (4) It is dropped once a backward pass has gone through the output, for
+    # hand-written updates of ``p.data``.
     def _cache_key(self) -> tuple:
         tensors = itertools.chain(self.parameters(), self.buffers())
-        return torch.is_grad_enabled(), tuple((id(t), t._version, t.requires_grad) for t in tensors)
+        versions = tuple((id(t), t._version, t.requires_grad) for t in tensors)
+        return torch.is_grad_enabled(), _optimizer_steps, versions
 
     def _forget(self) -> None:
         self._cached_x_y = None, None
