@@ -24,14 +24,20 @@ and adds the posterior summaries (:meth:`~AutoMonotoneFlow.median`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pyro
 import torch
-from pyro.distributions.torch_transform import ComposeTransformModule
+from pyro.distributions import constraints
+from pyro.distributions.torch_transform import ComposeTransformModule, TransformModule
 from pyro.distributions.transforms import Permute
 from pyro.infer.autoguide import AutoNormalizingFlow
+from pyro.infer.autoguide.initialization import init_to_feasible
 from pyro.nn import AutoRegressiveNN
+from pyro.params.param_store import param_with_module_name
+from torch import nn
 from torch.distributions import biject_to
 
 from .transforms.autoregressive import (
@@ -52,20 +58,107 @@ FAMILIES = {
 }
 
 
+# The default parametrization of each family's layers. Under Adam every parameter moves by about
+# the learning rate each step: with the mean-field output multiplier 1/m the integrand network's
+# output then moves by about the learning rate too, not m times it (the positive weights of the
+# constrained family move relative to their size either way).
+_PARAMETRIZATIONS = {"unconstrained": "mean_field", "constrained": "standard"}
+
+
+class _LocationScale(TransformModule):
+    """z = loc + exp(log_scale) * u, coordinate-wise, with learned loc and log_scale: the last
+    layer of :class:`AutoMonotoneFlow`, so the flows before it work in standardized units."""
+
+    domain = constraints.real_vector
+    codomain = constraints.real_vector
+    bijective = True
+    sign = 1
+
+    def __init__(self, loc: torch.Tensor, scale: float):
+        super().__init__(cache_size=1)
+        self.loc = nn.Parameter(loc.detach().clone())
+        self.log_scale = nn.Parameter(torch.full_like(self.loc, math.log(scale)))
+
+    def _call(self, u: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.loc, torch.exp(self.log_scale), u)
+
+    def _inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.loc) * torch.exp(-self.log_scale)
+
+    def log_abs_det_jacobian(self, u: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.expand(u.shape).sum(-1)
+
+
+class _GuideConditioner(nn.Module):
+    """The masked network of an :class:`AutoMonotoneFlow` layer, its output ``b + W h``
+    changed to ``b' + W h / fan_in``: the output weights scaled as the last layer of a
+    wide network under Adam (each step moves an output by about the learning rate, not by
+    ``sqrt(fan_in)`` times it), and the entries of ``b`` marked ``held`` (the constant offsets
+    and log-scales, which the location-scale layer owns) kept at their start."""
+
+    def __init__(self, network: nn.Module, held: torch.Tensor):
+        super().__init__()
+        self.network = network
+        last = network.layers[-1]
+        self.output_scale = 1.0 / last.in_features
+        self.register_buffer("held", held)
+        self.register_buffer("start", last.bias.detach().reshape(held.shape).clone())
+
+    @property
+    def permutation(self) -> torch.Tensor:
+        return self.network.permutation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.network(x)
+        bias = self.network.layers[-1].bias.view_as(self.start)
+        return torch.where(self.held, self.start, bias) + self.output_scale * (out - bias)
+
+
+def _adopt_stored_parameters(name: str, module: torch.nn.Module) -> None:
+    """Give ``module`` the values Pyro's param store holds for it under ``name`` (a store
+    loaded from a file, or a guide built again), as :class:`~pyro.infer.autoguide.AutoNormal`
+    reads its parameters back; a stored value of another shape is an error."""
+    store = pyro.get_param_store()
+    for parameter_name, parameter in module.named_parameters():
+        full = param_with_module_name(name, parameter_name)
+        if full in store and store[full].shape != parameter.shape:
+            raise ValueError(
+                f"Pyro's param store holds {full!r} of shape {tuple(store[full].shape)}, but "
+                f"this guide's is {tuple(parameter.shape)}: the store belongs to another model "
+                "or guide; call pyro.clear_param_store() first"
+            )
+    pyro.module(name, module, update_module_params=True)
+
+
 class AutoMonotoneFlow(AutoNormalizingFlow):
     r"""
     An automatic guide over the entire (unconstrained) latent space: a standard Normal pushed
     through ``layers`` monotone autoregressive flows, the variable order reversed
-    (:class:`~pyro.distributions.transforms.Permute`) between consecutive layers,
+    (:class:`~pyro.distributions.transforms.Permute`) between consecutive layers, and a learned
+    location and scale per coordinate,
 
-        :math:`q(z) = \mathcal{N}(u; 0, I)\,\big|\det \partial (T_L \circ P \circ \dots \circ
-        T_1)(u) / \partial u\big|^{-1}, \qquad z = T_L(P(\dots T_1(u))).`
+        :math:`z = \mu + \mathrm{diag}(e^{\lambda})\, T_L(P(\dots T_1(u))), \qquad
+        u \sim \mathcal{N}(0, I).`
 
     Each :math:`T_\ell` is an :class:`~pyro_overparam_flows.UnconstrainedMonotoneAutoregressive`
-    (``family="unconstrained"``, the default, which starts as the identity so the guide starts
-    as the standard Normal) or a :class:`~pyro_overparam_flows.ConstrainedMonotoneAutoregressive`
-    (``family="constrained"``). The last layer's order is the order of the model's sample
-    sites, so a latent that scales later ones (the funnel's log-scale) conditions them.
+    (``family="unconstrained"``, the default, which starts as the identity) or a
+    :class:`~pyro_overparam_flows.ConstrainedMonotoneAutoregressive` (``family="constrained"``).
+    The last layer's order is the order of the model's sample sites, so a latent that scales
+    later ones (the funnel's log-scale) conditions them.
+
+    The guide starts as :class:`~pyro.infer.autoguide.AutoNormal` does: :math:`\mu` from
+    ``init_loc_fn`` and scales ``init_scale``. The location-scale layer carries the posterior's
+    location and scale, so the flows work in standardized units and learn its shape; their own
+    constant offsets and log-scales (which would duplicate it) are held at 0, and their
+    conditioners' output weights act scaled by 1 / fan-in, so that an Adam step moves a flow by
+    about the learning rate. Unconstrained layers default to ``parametrization="mean_field"``
+    for the same reason. With these defaults, on a conjugate Bayesian linear regression (200
+    points, 6 coefficients) 2000 steps of ``ClippedAdam`` at a learning rate decaying from 1e-2
+    to 1e-3 reach the exact posterior means within 0.2 posterior standard deviations and the
+    standard deviations within 15% with 4 particles (1 particle: standard deviations within
+    17%, means within 0.35 sd: a flow's many parameters make its single-sample gradients
+    noisier than :class:`~pyro.infer.autoguide.AutoNormal`'s). Use a decaying learning rate:
+    at a constant one a flow keeps wandering around the optimum.
 
     Sampling and scoring are one forward pass per layer. :meth:`median` and :meth:`quantiles`
     are the coordinate-wise quantiles of the flow, estimated from ``num_summary_samples`` draws
@@ -73,11 +166,19 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     of a median is about :math:`1.25\,\sigma / \sqrt{n}`), then mapped to each site's support
     as Pyro's :class:`~pyro.infer.autoguide.AutoContinuous` guides do.
 
+    Its parameters live in Pyro's param store and are read back from it, as
+    :class:`~pyro.infer.autoguide.AutoNormal`'s are: after ``pyro.get_param_store().save(path)``
+    and, in a new session, ``pyro.get_param_store().load(path)``, a new ``AutoMonotoneFlow`` of
+    the same model and options is the trained guide (its samples under a seed are the trained
+    guide's). Buffers are not in the param store: the frozen output layers of the paper's
+    presets are redrawn, so save ``guide.state_dict()`` for those.
+
     Usage::
 
         guide = AutoMonotoneFlow(model, width=32, layers=2)
-        svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": 1e-2}), Trace_ELBO())
-        for step in range(1000):
+        optimizer = pyro.optim.ClippedAdam({"lr": 1e-2, "lrd": 0.1 ** (1 / 2000)})
+        svi = SVI(model, guide, optimizer, Trace_ELBO())
+        for step in range(2000):
             svi.step(data)
         guide.quantiles([0.05, 0.5, 0.95])
 
@@ -87,6 +188,10 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     :param int layers: the number of autoregressive flows.
     :param list[int] hidden_dims: the hidden layers of each autoregressive network (default two
         layers of ``10 * latent_dim``).
+    :param callable init_loc_fn: the initial location, per sample site, as for Pyro's
+        autoguides (default :func:`~pyro.infer.autoguide.initialization.init_to_feasible`).
+    :param float init_scale: the initial scale of every coordinate (default 0.1, as
+        :class:`~pyro.infer.autoguide.AutoNormal`).
     :param int num_summary_samples: draws behind :meth:`median` and :meth:`quantiles`.
     :param family_kwargs: options of the chosen family (e.g. ``parametrization="ntk"``,
         ``activation="tanh"``), as for :class:`~pyro_overparam_flows.UnconstrainedMonotone` or
@@ -109,6 +214,8 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         layers: int = 2,
         hidden_dims: Sequence[int] | None = None,
         *,
+        init_loc_fn: Callable = init_to_feasible,
+        init_scale: float = 0.1,
         num_summary_samples: int = 10000,
         **family_kwargs: Any,
     ):
@@ -119,13 +226,17 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         check_input_dim(num_summary_samples, "num_summary_samples")
         if hidden_dims is not None:
             hidden_dims = [check_input_dim(h, "each of hidden_dims") for h in hidden_dims]
+        if not (isinstance(init_scale, float | int) and 0 < init_scale < math.inf):
+            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
         super().__init__(model, self._flow)
+        self.init_loc_fn = init_loc_fn
+        self.init_scale = float(init_scale)
         self.family = family
         self.width = width
         self.layers = layers
         self.hidden_dims = hidden_dims
         self.num_summary_samples = num_summary_samples
-        self.family_kwargs = dict(family_kwargs)
+        self.family_kwargs = {"parametrization": _PARAMETRIZATIONS[family], **family_kwargs}
         # Build one layer now so that a bad width or family option fails here, not at the
         # first step.
         self._layer(2)
@@ -139,7 +250,15 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
             param_dims=[_free_size(constrained, self.width, self.family_kwargs)],
             permutation=torch.arange(latent_dim),
         )
-        return FAMILIES[self.family](latent_dim, arn, self.width, **self.family_kwargs)
+        layer = FAMILIES[self.family](latent_dim, arn, self.width, **self.family_kwargs)
+        # Each dimension's numbers are [hidden biases (width), offset, ..., log-scale] (the
+        # families' layout): the location-scale layer owns the constant offsets and scales.
+        held = torch.zeros(layer._free_count, latent_dim, dtype=torch.bool)
+        held[layer.width] = True
+        if layer.scale:
+            held[-1] = True
+        layer.arn = _GuideConditioner(arn, held)
+        return layer
 
     def _flow(self, latent_dim: int) -> ComposeTransformModule:
         parts: list = []
@@ -148,7 +267,12 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
             if index > 0:
                 parts.append(Permute(reverse))
             parts.append(self._layer(latent_dim))
-        return ComposeTransformModule(parts)
+        parts.append(_LocationScale(self._init_loc(), self.init_scale))
+        flow = ComposeTransformModule(parts)
+        # The name Pyro's PyroModule gives the attribute (also outside a call of the guide).
+        prefix = self.__dict__["_pyro_name"]
+        _adopt_stored_parameters(f"{prefix}.transform" if prefix else "transform", flow)
+        return flow
 
     @torch.no_grad()
     def quantiles(self, quantiles: Sequence[float] | torch.Tensor, *args, **kwargs) -> dict:

@@ -52,10 +52,12 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, AutoregressiveFlow):
         + s_d(x_{<d})\,x_d + \beta_d(x_{<d}),`
 
     with :math:`a, w > 0` per dimension and :math:`h_d`, :math:`\beta_d` and the tail
-    :math:`s_d = \mathrm{softplus}(\cdot)` given by ``autoregressive_nn``; with
-    ``scale=True`` (default) the right-hand side is multiplied by
-    :math:`e^{\sigma_d(x_{<d})}`, one more output, which lets the conditioner set each
-    dimension's spread directly. The Jacobian is triangular in the network's variable order and
+    :math:`s_d = 10^{-3} + \mathrm{softplus}(\cdot)` given by ``autoregressive_nn`` (no tail
+    with ``tail=False`` or a paper preset: a bounded image); with ``scale=True`` (default) the
+    terms other than :math:`\beta_d` are multiplied by :math:`e^{\sigma_d(x_{<d})}`,
+    :math:`\sigma_d = 5 \tanh(v_d / 5)` of one more output :math:`v_d`, which lets the
+    conditioner set each dimension's spread directly and :math:`\beta_d` its location. The
+    Jacobian is triangular in the network's variable order and
     :math:`\log|\det J| = \sum_d \log \partial y_d / \partial x_d`, computed in log space. The
     forward direction is one pass of the network; the inverse solves one dimension per pass
     (``input_dim`` passes of the network and of the batched Newton solver).
@@ -82,8 +84,9 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, AutoregressiveFlow):
         tail, one less without scale): Pyro's ``AutoRegressiveNN(D, hidden_dims,
         param_dims=[P])``. Its ``permutation`` is the order.
     :param int width: the hidden width m of each dimension's network.
-    :param bool scale: multiply each dimension's map by :math:`e^{\sigma_d(x_{<d})}`, a last
-        conditioner output (the affine part of MAF; set False for the paper's model).
+    :param bool scale: multiply each dimension's map, less its offset, by
+        :math:`e^{\sigma_d(x_{<d})}` from a last conditioner output (the affine part of MAF; set
+        False for the paper's model).
     :param bool init_conditioner: start the network's last layer as described above.
     :param family: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
         ``projection_floor``, as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
@@ -102,12 +105,16 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, AutoregressiveFlo
         N_d(t; x_{<d}) = c_m \sum_{r=1}^m a_{dr}\,\rho\big(w_{dr} t + h_{dr}(x_{<d})\big),`
 
     with free :math:`a, w` per dimension and :math:`(h_d, \beta_d)` the output of
-    ``autoregressive_nn``; with ``scale=True`` (default) the right-hand side is multiplied by
-    :math:`e^{\sigma_d(x_{<d})}`, one more output (``scale=False`` is the paper's model). The
-    Jacobian is triangular in the network's variable order and :math:`\log|\det J| = \sum_d
-    \log \phi(N_d(x_d; x_{<d}))` (plus :math:`\sigma_d`), exact whatever the integration
-    rule. With ReLU and ELU + 1 (the defaults) the integral is exact in closed form; otherwise a
-    K-node quadrature whose memory does not grow with K. The inverse solves one dimension per
+    ``autoregressive_nn``. By default the integrand has a tail, :math:`s + (1 - s)\phi` with
+    :math:`s = 10^{-3}`, so the map is onto the real line for every parameter value
+    (``tail=False`` and the paper's presets: :math:`\phi` alone, the paper's model, whose image
+    can be bounded). With ``scale=True`` (default) the integral is multiplied by
+    :math:`e^{\sigma_d(x_{<d})}`, :math:`\sigma_d = 5 \tanh(v_d / 5)` of one more output
+    :math:`v_d` (``scale=False``, with ``tail=False``, is the paper's model). The Jacobian is
+    triangular in the network's variable order and :math:`\log|\det J| = \sum_d \log
+    \partial y_d / \partial x_d`, exact whatever the integration rule. With ReLU (the default)
+    the integral is exact in closed form; otherwise a K-node quadrature whose memory does not
+    grow with K. The inverse solves one dimension per
     pass (``input_dim`` passes of the network and of the batched Newton solver).
 
     At initialization (``init_conditioner=True``) the network's last layer has zero weights and
@@ -133,11 +140,12 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, AutoregressiveFlo
         with ``scale=False``): Pyro's ``AutoRegressiveNN(D, hidden_dims, param_dims=[P])``. Its
         ``permutation`` is the order.
     :param int width: the hidden width m of each dimension's integrand network.
-    :param bool scale: multiply each dimension's map by :math:`e^{\sigma_d(x_{<d})}`, a last
-        conditioner output.
+    :param bool scale: multiply each dimension's integral by :math:`e^{\sigma_d(x_{<d})}` from
+        a last conditioner output.
     :param bool init_conditioner: start the network's last layer as described above.
-    :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes`` and
-        ``parametrization``, as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
+    :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes``,
+        ``parametrization`` and ``tail``, as for
+        :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES

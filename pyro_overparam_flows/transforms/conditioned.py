@@ -217,9 +217,11 @@ class _Conditioned(MonotoneBase):
     and the scalar mathematics), the optional conditioned scale, and the conditioning computed
     by the last call.
 
-    With a scale, dimension d maps as :math:`y_d = e^{\sigma_d} f_d(x_d)`, f_d the family's
-    map (offset included) and :math:`\sigma_d = 5 \tanh(v_d / 5)` of the conditioner's last
-    number :math:`v_d` for d (:func:`bounded_log_scale`).
+    With a scale, dimension d maps as :math:`y_d = \beta_d + e^{\sigma_d} (f_d(x_d) - \beta_d)`,
+    f_d the family's map and :math:`\beta_d` its offset (added after the scale, so that a
+    location moves at the rate of the offset whatever the scale, as in an affine flow), and
+    :math:`\sigma_d = 5 \tanh(v_d / 5)` of the conditioner's last number :math:`v_d` for d
+    (:func:`bounded_log_scale`).
     """
 
     def __init__(self, input_dim: int, scale: bool):
@@ -252,8 +254,11 @@ class _Conditioned(MonotoneBase):
         raise NotImplementedError
 
     def _apply_map(self, x: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
-        y = self._family._map_with(x, conditioning.network)
-        return y if conditioning.log_scale is None else y * torch.exp(conditioning.log_scale)
+        net, log_scale = conditioning
+        if log_scale is None:
+            return self._family._map_with(x, net)
+        centred = self._family._map_with(x, net._replace(offset=torch.zeros_like(net.offset)))
+        return torch.addcmul(net.offset, centred, torch.exp(log_scale))
 
     def _log_slope(self, x: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
         log_slope = self._family._log_derivative_with(x, conditioning.network)

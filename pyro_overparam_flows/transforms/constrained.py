@@ -163,16 +163,21 @@ class ConstrainedFamily:
         log_scale: torch.Tensor | None = None,
         columns: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x with :math:`e^{\\sigma} f(x) = y` (:math:`\\sigma` = ``log_scale``, 0 if None), no
-        gradient; ``columns`` name y's coordinates in error messages."""
+        """x with :math:`\\beta + e^{\\sigma} (f(x) - \\beta) = y` (:math:`\\sigma` =
+        ``log_scale``, 0 if None; the offset is added after the scale), no gradient;
+        ``columns`` name y's coordinates in error messages."""
         sigma = self.activation
         low, high = constrained_range(net, sigma)
         y = y.expand(torch.broadcast_shapes(y.shape, low.shape))
         scale = None if log_scale is None else torch.exp(log_scale)
-        target = y if scale is None else y / scale
+        offset = net.offset
+        target = y if scale is None else offset + (y - offset) / scale
 
         # The image's ends in y's units, for messages.
-        bounds = (low, high) if scale is None else (low * scale, high * scale)
+        if scale is None:
+            bounds = (low, high)
+        else:
+            bounds = (offset + (low - offset) * scale, offset + (high - offset) * scale)
         if net.tail is None:
             # The open interval (low, high), widened by the solver's tolerance: values the
             # forward map rounds onto a bound (float32 at |x| ~ 40) still invert.
@@ -181,7 +186,7 @@ class ConstrainedFamily:
             allowed = (
                 "without a tail the range is the open interval (offset + c*sum(a)*"
                 f"{sigma.lower:g}, offset + c*sum(a)*{sigma.upper:g}) in each dimension"
-                + ("" if scale is None else ", times the dimension's scale")
+                + ("" if scale is None else ", the sums times the dimension's scale")
             )
             preimage_or_error(y, y, inside, allowed, bounds, columns=columns)
             # Out-of-range targets are swapped for a reachable one so they do not spend the

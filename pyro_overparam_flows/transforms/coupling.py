@@ -46,7 +46,8 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, CouplingFlow):
         :math:`y_{1:k} = x_{1:k}, \qquad y_d = c_m \sum_{r=1}^m a_{dr}\,\sigma\big(w_{dr} x_d
         + h_{dr}(x_{1:k})\big) + s_d(x_{1:k})\,x_d + \beta_d(x_{1:k}) \quad (d > k),`
 
-    with k = ``split_dim``, the right-hand side multiplied by :math:`e^{\sigma_d(x_{1:k})}` with
+    with k = ``split_dim``, the tail :math:`s_d \ge 10^{-3}` (none with ``tail=False``), and
+    the terms other than :math:`\beta_d` multiplied by :math:`e^{\sigma_d(x_{1:k})}` with
     ``scale=True`` (default). The Jacobian is block triangular, :math:`\log|\det J| = \sum_{d>k}
     \log \partial y_d / \partial x_d`; both directions take one pass of the network (the
     inverse one batched Newton solve).
@@ -68,8 +69,8 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, CouplingFlow):
         ``(..., P * (D - k))`` with P = ``width + 3`` (one less without tail, one less without
         scale): Pyro's ``DenseNN(k, hidden_dims, param_dims=[P * (D - k)])``.
     :param int width: the hidden width m of each coordinate's network.
-    :param bool scale: multiply each coordinate's map by :math:`e^{\sigma_d(x_{1:k})}`, a last
-        conditioner output.
+    :param bool scale: multiply each coordinate's map, less its offset, by
+        :math:`e^{\sigma_d(x_{1:k})}` from a last conditioner output.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases (the flow starts element-wise).
     :param family: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
@@ -89,9 +90,11 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, CouplingFlow):
         \phi\Big(c_m \sum_{r=1}^m a_{dr}\,\rho\big(w_{dr} t + h_{dr}(x_{1:k})\big)\Big)\,dt
         \quad (d > k),`
 
-    the right-hand side multiplied by :math:`e^{\sigma_d(x_{1:k})}` with ``scale=True``
-    (default). The log-Jacobian is exact; with ReLU and ELU + 1 (the defaults) so is the
-    integral. Both directions take one pass of the network. The flow starts as the identity.
+    the integrand :math:`s + (1 - s)\phi` with the tail :math:`s = 10^{-3}` by default (onto the
+    real line; ``tail=False`` for :math:`\phi` alone), the integral multiplied by
+    :math:`e^{\sigma_d(x_{1:k})}` with ``scale=True`` (default). The log-Jacobian is exact;
+    with ReLU (the default) so is the integral. Both directions take one pass of the network.
+    The flow starts as the identity.
 
     >>> import pyro.distributions as dist
     >>> from pyro.nn import DenseNN
@@ -108,12 +111,13 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, CouplingFlow):
     :param torch.nn.Module hypernet: Pyro's ``DenseNN(k, hidden_dims, param_dims=[(width + 2) *
         (D - k)])`` (``width + 1`` with ``scale=False``), or a network with the same output.
     :param int width: the hidden width m of each coordinate's integrand network.
-    :param bool scale: multiply each coordinate's map by :math:`e^{\sigma_d(x_{1:k})}`, a last
-        conditioner output.
+    :param bool scale: multiply each coordinate's map, less its offset, by
+        :math:`e^{\sigma_d(x_{1:k})}` from a last conditioner output.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
-    :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes`` and
-        ``parametrization``, as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
+    :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes``,
+        ``parametrization`` and ``tail``, as for
+        :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES

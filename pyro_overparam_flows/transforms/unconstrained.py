@@ -165,11 +165,13 @@ class UnconstrainedFamily:
         log_scale: torch.Tensor | None = None,
         columns: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x with :math:`e^{\\sigma} f(x) = y` (:math:`\\sigma` = ``log_scale``, 0 if None), no
-        gradient; ``columns`` name y's coordinates in error messages."""
+        """x with :math:`\\beta + e^{\\sigma} (f(x) - \\beta) = y` (:math:`\\sigma` =
+        ``log_scale``, 0 if None; the offset is added after the scale), no gradient;
+        ``columns`` name y's coordinates in error messages."""
         rho, phi, quadrature = self.activation, self.phi, self._quadrature()
         y = y.expand(torch.broadcast_shapes(y.shape, net.offset.shape))
-        target = y if log_scale is None else y * torch.exp(-log_scale)
+        offset = net.offset
+        target = y if log_scale is None else offset + (y - offset) * torch.exp(-log_scale)
 
         def value(x: torch.Tensor) -> torch.Tensor:
             return unconstrained_map(x, net, rho, phi, quadrature)
