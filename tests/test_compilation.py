@@ -14,6 +14,8 @@ from pyro_overparam_flows import unconstrained_monotone_autoregressive
 from pyro_overparam_flows.numerics import compilation, piecewise, relu_integral
 from pyro_overparam_flows.numerics.compilation import (
     AUTO_MIN_ELEMENTS,
+    AUTO_PAYBACK_SECONDS,
+    CompilationNotice,
     FusedKernel,
     compile_mode,
     set_compile_mode,
@@ -150,10 +152,24 @@ def test_blocks_assemble_the_single_block_result(mode, monkeypatch, name, needed
         torch.testing.assert_close(blocked, single, rtol=4e-16, atol=0)
 
 
-def test_auto_mode_compiles_large_cpu_calls_only(mode):
-    kernel = FusedKernel(lambda t: t, "identity")
+def test_auto_mode_compiles_large_cpu_calls_once_they_have_paid_back(mode, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(compilation.time, "perf_counter", lambda: clock[0])
+
+    def slow(t):
+        clock[0] += 10.0
+        return t
+
+    kernel = FusedKernel(slow, "slow")
     t = torch.zeros(1)
     mode("auto")
+    assert not kernel.uses_compiled(t, AUTO_MIN_ELEMENTS - 1)  # small calls: not even counted
+    kernel(t, compiled=False)
+    assert kernel.eager_seconds == 0.0
+    for _ in range(3):  # large calls: eager until they have taken AUTO_PAYBACK_SECONDS
+        assert not kernel.uses_compiled(t, AUTO_MIN_ELEMENTS)
+        kernel(t, compiled=False)
+    assert kernel.eager_seconds == AUTO_PAYBACK_SECONDS == 30.0
     assert kernel.uses_compiled(t, AUTO_MIN_ELEMENTS)
     assert not kernel.uses_compiled(t, AUTO_MIN_ELEMENTS - 1)
     assert not kernel.uses_compiled(t.to("meta"), AUTO_MIN_ELEMENTS)  # CPU only
@@ -161,6 +177,30 @@ def test_auto_mode_compiles_large_cpu_calls_only(mode):
     assert kernel.uses_compiled(t, 1)
     mode("never")
     assert not kernel.uses_compiled(t, AUTO_MIN_ELEMENTS)
+
+
+def test_the_first_large_call_of_a_process_does_not_compile(mode, monkeypatch):
+    # A log_prob at B = 4096, d = 8, width 16 used to compile for 7-22 s in a fresh process.
+    kernel = FusedKernel(piecewise._row_block, "exact ReLU integral")
+    monkeypatch.setattr(piecewise, "_ROW_BLOCK", kernel)
+    mode("auto")
+    flow = unconstrained_monotone_autoregressive(8, width=16)
+    base = dist.Normal(torch.zeros(8), torch.ones(8)).to_event(1)
+    density = dist.TransformedDistribution(base, [flow.inv])
+    density.log_prob(torch.randn(4096, 8)).mean().backward()
+    assert kernel._compiled is None and 0.0 < kernel.eager_seconds < AUTO_PAYBACK_SECONDS
+
+
+def test_compiling_is_announced_once(mode, monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: fn)
+    kernel = FusedKernel(lambda t: t + 1, "plus one")
+    mode("always")
+    t = torch.zeros(1)
+    with pytest.warns(CompilationNotice, match="compiling the plus one kernel"):
+        assert float(kernel(t, compiled=kernel.uses_compiled(t, 1))) == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kernel(t, compiled=True)
 
 
 def _failing_call(fn, **options):
