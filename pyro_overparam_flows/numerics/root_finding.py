@@ -8,6 +8,7 @@ reading anything back. Converged elements are frozen, so both give the same resu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -50,8 +51,10 @@ def solve_increasing(
     and is at most half the step before last (the safeguard of Numerical Recipes' ``rtsafe``,
     which stops Newton from cycling), the bisection point otherwise. An element stops, after one
     last Newton step,
-    when :math:`|f(x) - y| \le 8 \epsilon (1 + |y|)` or its bracket has shrunk to adjacent
-    floats, and when a step no longer moves it.
+    when :math:`|f(x) - y| \le 8 \epsilon (1 + |y|)`, when the Newton correction
+    :math:`|f(x) - y| / f'(x)` is under half a unit of x (x is then the closest float to the
+    root, even where rounding in f leaves a larger residual), or when its bracket has shrunk to
+    adjacent floats; and when a step no longer moves it.
 
     :param fn: maps x to ``(f(x), f'(x))``, elementwise.
     :param torch.Tensor y: targets.
@@ -89,7 +92,13 @@ def solve_increasing(
         proposal = torch.where(accept, newton, (lower + upper) / 2.0)
         step_before_last, last_step = last_step, proposal - x
         collapsed = torch.nextafter(lower, upper) >= upper
-        converged = (residual.abs() <= tolerance) | collapsed
+        # A Newton correction under half a unit of x (with a finite slope): x is the closest
+        # float to the root, whatever rounding the residual carries (f = beta + integral
+        # cancels when |beta| >> |y|, so its residual can sit above the tolerance there).
+        size = x.abs()
+        spacing = torch.nextafter(size, torch.full_like(size, math.inf)) - size
+        resolved = torch.isfinite(slope) & ((residual / slope).abs() <= spacing / 2)
+        converged = (residual.abs() <= tolerance) | collapsed | resolved
         # A converged element still takes its last Newton step (free: f and f' are in hand).
         step = torch.where(converged, torch.where(inside, newton, x), proposal)
         stalled = step == x

@@ -1,5 +1,5 @@
 r"""Monotone flows whose per-dimension networks take part of their parameters from a conditioner
-(design.md section 4).
+(the paper's multi-dimensional model and its coupling and conditional variants).
 
 Each dimension d keeps its own weights (w and a, shape ``(input_dim, width)``); the hidden biases
 :math:`h_d \in \mathbb{R}^m`, the offset :math:`\beta_d` and, for constrained flows, the tail
@@ -35,7 +35,14 @@ from pyro.distributions import constraints
 from pyro.distributions.conditional import ConditionalTransformModule
 from torch import nn
 
-from .base import MonotoneBase, check_input_dim, validation_enabled
+from .base import (
+    MonotoneBase,
+    RefuseHalfPrecision,
+    check_dtype,
+    check_input_dim,
+    implicit_step,
+    validation_enabled,
+)
 
 __all__ = [
     "AutoregressiveFlow",
@@ -277,8 +284,8 @@ class _Conditioned(MonotoneBase):
             # One Newton step with the graph: its value is the root, its gradient the implicit
             # function theorem's, through the conditioning too.
             with torch.no_grad():
-                slope = torch.exp(self._log_slope(x, conditioning))
-            x = x - (self._apply_map(x, conditioning) - y) / slope
+                log_slope = self._log_slope(x, conditioning)
+            x = implicit_step(x, self._apply_map(x, conditioning) - y, log_slope)
         return x
 
 
@@ -472,7 +479,7 @@ class _ConditionedCoupling(MonotoneCoupling):
         return self.parent
 
 
-class _Conditional(ConditionalTransformModule):
+class _Conditional(RefuseHalfPrecision, ConditionalTransformModule):
     """Shared by the conditional flows: the checks of the plain ones, without a transform."""
 
     domain = constraints.real_vector
@@ -480,6 +487,7 @@ class _Conditional(ConditionalTransformModule):
     bijective = True
 
     def __init__(self, input_dim: int, network: nn.Module, scale: bool):
+        check_dtype(torch.get_default_dtype(), "the default dtype")
         super().__init__()
         self.input_dim = check_input_dim(input_dim)
         self.scale = _check_scale(scale)
