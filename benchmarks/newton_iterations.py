@@ -81,7 +81,7 @@ def main() -> None:
     constrained.solve_increasing = unconstrained.solve_increasing = solver
     rows = []
     cases = list(itertools.product(CONFIGURATIONS, (torch.float32, torch.float64), args.widths))
-    for name, dtype, width in tqdm(cases, desc="configurations"):
+    for name, dtype, width in tqdm(cases, desc="configurations", disable=None):
         solver.counts.clear()
         worst_residual = worst_error = 0.0
         failures = 0

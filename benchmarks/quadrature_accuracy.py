@@ -64,7 +64,7 @@ def defaults_table(networks: dict, points: torch.Tensor) -> None:
     """The worst error of the transform's own integral at its defaults, every activation x phi."""
     rows = []
     cases = list(itertools.product(HIDDEN, POSITIVE))
-    for activation, phi in tqdm(cases, desc="defaults"):
+    for activation, phi in tqdm(cases, desc="defaults", disable=None):
         worst, method = 0.0, ""
         for width, (w, b, a) in networks.items():
             transform = UnconstrainedMonotone(1, width, activation=activation, phi=phi, tail=False)
@@ -111,7 +111,7 @@ def main() -> None:
     rules = {(r, k): quadrature_rule(r, k) for r in QUADRATURE_RULES for k in COUNTS}
     worst = {}
     cases = list(itertools.product(POSITIVE, SMOOTH, args.widths))
-    for phi, activation, width in tqdm(cases, desc="networks"):
+    for phi, activation, width in tqdm(cases, desc="networks", disable=None):
         exact = integrate(x, networks[width], phi, activation, reference_rule)
         for (rule, count), nodes in rules.items():
             approx = integrate(x, networks[width], phi, activation, nodes)

@@ -479,7 +479,9 @@ def main(argv: list[str] | None = None) -> None:
         args.dims, args.batches = [8], [512]
     configurations = [(d, b) for d in args.dims for b in args.batches]
     results: dict = {c: {} for c in configurations}
-    progress = tqdm(total=len(configurations) * len(args.models), desc="benchmark", unit="run")
+    progress = tqdm(
+        total=len(configurations) * len(args.models), desc="benchmark", unit="run", disable=None
+    )
     for d, batch in configurations:
         for name in args.models:
             progress.set_postfix_str(f"d={d} B={batch} {name}")

@@ -104,7 +104,7 @@ def train(encoder, x, steps: int, batch_size: int, seed: int, label: str) -> Non
     pyro.set_rng_seed(seed)
     optimizer = pyro.optim.ClippedAdam({"lr": 3e-3, "lrd": 0.1 ** (1 / steps)})
     svi = SVI(model, make_guide(encoder), optimizer, Trace_ELBO())
-    progress = tqdm(range(steps), desc=label, leave=False)
+    progress = tqdm(range(steps), desc=label, leave=False, disable=None)
     for step in progress:
         loss = svi.step(x, batch_size)
         if step % 100 == 0:

@@ -149,7 +149,7 @@ def train(model: Callable, guide: Callable, args: tuple, settings: Settings, lab
     loss = Trace_ELBO(num_particles=settings.particles, vectorize_particles=True)
     svi = SVI(model, guide, optimizer, loss)
     start = time.perf_counter()
-    progress = tqdm(range(settings.steps), desc=label, leave=False)
+    progress = tqdm(range(settings.steps), desc=label, leave=False, disable=None)
     for step in progress:
         value = svi.step(*args)
         if step % 100 == 0:

@@ -154,7 +154,7 @@ def train(rank: int, world_size: int, config: Config, progress: bool = False) ->
         global_batches(config, len(train_data)),
         total=config.steps,
         desc=f"{config.flow} flow, {world_size} process(es)",
-        disable=not progress or rank != 0,
+        disable=None if progress and rank == 0 else True,
         leave=False,
     )
     for batch in bar:

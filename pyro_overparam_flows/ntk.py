@@ -1,4 +1,4 @@
-r"""The infinite-width view of the one-hidden-layer flows (design.md section 5).
+r"""The infinite-width view of the one-hidden-layer flows (Jacot et al. 2018; Aitchison 2020).
 
 For a scalar input x and the network :math:`N(x) = c_m \sum_{r=1}^m a_r \rho(w_r x + b_r)`:
 

@@ -89,7 +89,7 @@ def fit_density(
     optimizer = ClippedAdam({"lr": learning_rate, "lrd": decay ** (1.0 / steps)})
     svi = SVI(model, guide, optimizer, Trace_ELBO())
     losses = []
-    bar = tqdm(range(steps), desc=name, disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc=name, disable=None if progress else True, leave=False)
     for _ in bar:
         loss = svi.step(data) / len(data)
         if isinstance(transform, ConstrainedMonotone):

@@ -307,7 +307,8 @@ def test_quick_sweep_end_to_end_writes_files_and_figures(tmp_path, capsys):
         summary = list(csv.DictReader(handle))
     assert len(summary) == 8 and all(math.isfinite(float(r["test_nll_raw_mean"])) for r in summary)
     table = (output / "table.txt").read_text()
-    assert "train NLL" in table and len(table.splitlines()) == 9
+    assert "train NLL" in table and len(table.splitlines()) == 10
+    assert table.startswith("Final NLL in nats per sample, in the data's own (raw) units")
     document = json.loads((output / "sweep.json").read_text())
     assert document["command"].startswith("python -m pyro_overparam_flows sweep --quick")
     assert len(document["runs"]) == 16
@@ -338,4 +339,46 @@ def test_bad_input_gets_clear_errors(capsys):
         )
     with pytest.raises(SystemExit):
         main(["sweep", "--widths", "0", "--output", "unused"])
-    assert "widths must be integers >= 1" in capsys.readouterr().err
+    assert "argument --widths: must be >= 1, got 0" in capsys.readouterr().err
+    for name in ("train_size", "test_size", "eval_every"):
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
+            SweepConfig(**{name: 0})
+    with pytest.raises(ValueError, match="seeds must be integers >= 0"):
+        SweepConfig(seeds=(-1,))
+    with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda"):
+        SweepConfig(device="tpu")
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--train-size", "0"], "argument --train-size: must be >= 1, got 0"),
+        (["--test-size", "-3"], "argument --test-size: must be >= 1, got -3"),
+        (["--seeds", "-1"], "argument --seeds: must be >= 0, got -1"),
+        (["--jobs", "two"], "argument --jobs: expected an integer, got 'two'"),
+        (["--device", "tpu"], "--device must be cpu or cuda (or cuda:N), got 'tpu'"),
+        (["--datasets", "moons"], "unknown dataset 'moons'"),
+    ],
+)
+def test_sweep_arguments_are_checked_before_any_work(arguments, message, tmp_path, capsys):
+    output = tmp_path / "never"
+    with pytest.raises(SystemExit):
+        main(["sweep", *arguments, "--output", str(output)])
+    assert message in capsys.readouterr().err
+    assert not output.exists()  # nothing written, nothing trained
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
+def test_sweep_on_cuda_without_cuda_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--device", "cuda", "--output", str(tmp_path)])
+    assert "CUDA is not available on this machine; use --device cpu" in capsys.readouterr().err
+
+
+def test_sweep_help_shows_defaults_and_what_quick_cannot_show(capsys):
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "hidden widths m (default: 8 32 128 512 2048 [16 256 4096])" in text
+    assert "too short for the constrained flow's trend" in text
+    assert "nats per sample, raw units" in text

@@ -1,6 +1,6 @@
-"""The paper's width study (design.md section 6): training runs with the paper's settings, the
-sweep over widths and seeds, its tidy results and figures; and the infinite-width view measured
-across widths (section 5)."""
+"""The paper's width study (Shah, Deshpande, Goyal, AISTATS 2022): training runs with the paper's
+settings, the sweep over widths and seeds, its tidy results and figures; and the infinite-width
+view measured across widths."""
 
 from .infinite_width import kernel_convergence, laziness, plot_kernels
 from .plots import plot_sweep

@@ -1,4 +1,4 @@
-"""Measuring the infinite-width view across widths (design.md section 5): how far the empirical
+"""Measuring the infinite-width view across widths: how far the empirical
 NTK at initialization is from its limit, and how far it moves in training (laziness).
 
 ``python -m pyro_overparam_flows kernels`` runs both and saves a figure.
@@ -58,7 +58,7 @@ def kernel_convergence(
     rows = []
     limits: dict[str, torch.Tensor] = {}  # the limit depends on the family only
     grid = [(f, m, s) for f in families for m in widths for s in seeds]
-    for family, width, seed in tqdm(grid, desc="NTK at init", disable=not progress):
+    for family, width, seed in tqdm(grid, desc="NTK at init", disable=None if progress else True):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             flow = _flow(family, width, "ntk", torch.float64)
@@ -96,7 +96,7 @@ def laziness(
     grid = torch.linspace(-2.5, 2.5, 11, dtype=torch.float32)
     rows = []
     runs = [(f, m, s) for f in families for m in widths for s in seeds]
-    for family, width, seed in tqdm(runs, desc="laziness", disable=not progress):
+    for family, width, seed in tqdm(runs, desc="laziness", disable=None if progress else True):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             flow = _flow(family, width, parametrization, torch.float32)

@@ -1,4 +1,4 @@
-r"""One training run of the paper's width study (design.md section 6).
+r"""One training run of the paper's width study (Shah, Deshpande, Goyal, AISTATS 2022).
 
 Each family is trained as in the paper's code: plain SGD with a constant learning rate on
 mini-batches of 32, maximizing the log-likelihood
@@ -422,7 +422,7 @@ def train_run(
         bar = tqdm(
             range(1, setting.epochs + 1),
             desc=f"{dataset} {family} m={width} seed={seed}",
-            disable=not progress,
+            disable=None if progress else True,
             leave=False,
         )
         for epoch in bar:

@@ -93,6 +93,18 @@ class SweepConfig:
             raise ValueError(f"unknown dtype {self.dtype!r}; allowed values are {tuple(_DTYPES)}")
         if self.jobs < 1 or self.threads < 1:
             raise ValueError(f"jobs and threads must be >= 1, got {self.jobs}, {self.threads}")
+        for name in ("train_size", "test_size", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
+            raise ValueError(f"seeds must be integers >= 0, got {self.seeds}")
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device!r}: CUDA is not available on this machine")
 
     def runs(self) -> list[tuple[str, str, int, int]]:
         """(dataset, family, width, seed) of every run, widest first (the longest runs start
@@ -150,7 +162,7 @@ def run_sweep(
         sweep resumes where it stopped.
     """
     runs = config.runs()
-    bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=not progress)
+    bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=None if progress else True)
     results: dict[tuple, RunResult] = {}
     if checkpoints is not None:
         checkpoints.mkdir(parents=True, exist_ok=True)
@@ -319,8 +331,9 @@ def write_results(
 def format_table(summary: Sequence[dict]) -> str:
     """A plain-text table of the final train and test NLL (raw units, mean +- sd over seeds)."""
     lines = [
+        "Final NLL in nats per sample, in the data's own (raw) units; mean +- sd over seeds.",
         f"{'dataset':<24}{'family':<15}{'width':>7}{'train NLL':>20}{'test NLL':>20}"
-        f"{'true test':>11}"
+        f"{'true test':>11}",
     ]
     for row in summary:
         train = f"{row['train_nll_raw_mean']:.4f} +- {row['train_nll_raw_sd']:.4f}"
