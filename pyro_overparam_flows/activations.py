@@ -1,6 +1,6 @@
 """Scalar activations of the one-hidden-layer networks, with the derivatives the maps need.
 
-Three roles (design.md section 2):
+Three roles in the maps of :mod:`~pyro_overparam_flows.maps`:
 
 * :data:`SATURATING` -- sigma of the constrained map, bounded and increasing, with ``sigma'``
   and a stable ``log sigma'``;

@@ -1,9 +1,9 @@
-r"""The scalar monotone maps of design.md section 2, applied elementwise over the last dimension.
+r"""The scalar monotone maps of the two families, applied elementwise over the last dimension.
 
 Parameters have shape ``(D, m)`` (one network per dimension, shared by the batch) or
 ``(*batch, D, m)`` (one per row, as a conditioner produces); x has shape ``(*batch, D)``.
 
-Constrained (section 2.1):
+Constrained:
 
 .. math::
 
@@ -12,7 +12,7 @@ Constrained (section 2.1):
 
 the log computed by ``logsumexp`` over r so it stays finite where :math:`\sigma'` underflows.
 
-Unconstrained (section 2.2):
+Unconstrained:
 
 .. math::
 

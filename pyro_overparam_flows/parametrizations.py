@@ -1,4 +1,4 @@
-r"""Width-aware initialization of the one-hidden-layer networks (design.md section 3).
+r"""Width-aware initialization of the one-hidden-layer networks.
 
 A parametrization fixes the output multiplier :math:`c_m`, the spread of the initial weights, and
 with them how training behaves as the width m grows. For a scalar input (fan-in 1):

@@ -1,4 +1,4 @@
-"""How the constrained family keeps its weights positive (design.md section 2.1).
+"""How the constrained family keeps its weights positive (see :mod:`~pyro_overparam_flows.maps`).
 
 Each reparametrization maps a free ``raw`` tensor to a positive value, gives the log of that value
 computed stably (the log-derivative works in log space), and maps a positive value back to a raw

@@ -2,7 +2,7 @@ r"""Exact :math:`\int_0^x \phi(N(t))\,dt` for a ReLU network N, with :math:`\phi
 or the shifted softplus :math:`\phi(u) = \log(1 + e^{u + k})`, :math:`k = \log(e - 1)`.
 
 With :math:`\rho = \mathrm{ReLU}`, :math:`N(t) = c \sum_r a_r\,\mathrm{relu}(w_r t + b_r)` is
-piecewise linear with breakpoints :math:`\tau_r = -b_r / w_r` (design.md section 2.2.1). On the
+piecewise linear with breakpoints :math:`\tau_r = -b_r / w_r`. On the
 piece between consecutive sorted breakpoints, :math:`N(t) = \alpha_j t + \gamma_j`, and
 
 .. math::

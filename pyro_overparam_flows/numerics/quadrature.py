@@ -11,7 +11,7 @@ Rows are evaluated in blocks (on the CPU small enough to stay in cache), the sum
 and over the K nodes as matrix products. When gradients are wanted the same pass accumulates the
 three (rows x m) sums over the nodes that the gradients need (one of them through rho' written
 in terms of rho(u) where it can be), so the memory kept for backward is O(batch x m) whatever K
-is and the backward pass evaluates nothing again (design.md section 2.2). It returns the exact
+is and the backward pass evaluates nothing again. It returns the exact
 derivative of the discretized integral (not phi(N(x))), so ``gradcheck`` holds.
 """
 

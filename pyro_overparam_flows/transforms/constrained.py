@@ -1,4 +1,4 @@
-"""The constrained one-hidden-layer monotone flow (design.md section 2.1)."""
+"""The constrained one-hidden-layer monotone flow (Shah et al. 2022, NAF/BNAF)."""
 
 from __future__ import annotations
 

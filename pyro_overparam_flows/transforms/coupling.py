@@ -1,4 +1,4 @@
-"""Coupling monotone flows, plain and conditional, of both families (design.md section 4)."""
+"""Coupling monotone flows, plain and conditional, of both families."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The unconstrained one-hidden-layer monotone flow (design.md section 2.2)."""
+"""The unconstrained one-hidden-layer monotone flow (Shah et al. 2022, UMNN)."""
 
 from __future__ import annotations
 
