@@ -158,7 +158,9 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     standard deviations within 15% with 4 particles (1 particle: standard deviations within
     17%, means within 0.35 sd: a flow's many parameters make its single-sample gradients
     noisier than :class:`~pyro.infer.autoguide.AutoNormal`'s). Use a decaying learning rate:
-    at a constant one a flow keeps wandering around the optimum.
+    at a constant 1e-2 (1 particle, 3 seeds) the ELBO ends within 0.5 nat of ``AutoNormal``'s
+    but the last iterate wanders, means 0.3-0.5 sd from the exact ones (``AutoNormal``'s
+    0.3-0.4) and standard deviations 13-38% off (``AutoNormal``'s 9-12%).
 
     Sampling and scoring are one forward pass per layer. :meth:`median` and :meth:`quantiles`
     are the coordinate-wise quantiles of the flow, estimated from ``num_summary_samples`` draws
