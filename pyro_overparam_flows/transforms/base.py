@@ -28,10 +28,15 @@ __all__ = [
 ]
 
 
+def _first(mask: torch.Tensor) -> tuple[int, ...]:
+    """The index of the first True element of ``mask``, for an error message."""
+    return tuple(int(i) for i in mask.nonzero()[0])
+
+
 def _example(y: torch.Tensor, bad: torch.Tensor, bounds, columns) -> str:
     """The first flagged element of y, for an error message (reads one value back); its last
     index is shown as ``columns[index]`` when y holds some coordinates of a larger vector."""
-    first = tuple(int(i) for i in bad.nonzero()[0])
+    first = _first(bad)
     shown = list(first)
     if columns is not None:
         shown[-1] = int(columns[first[-1]])
@@ -96,8 +101,7 @@ def overflow_error(
     """The error for a non-finite ``value`` (the result ``what``) computed from finite inputs:
     its parameters, or the numbers a conditioner gave (``named``), are too large for the
     dtype."""
-    bad = ~torch.isfinite(value)
-    first = tuple(int(i) for i in bad.nonzero()[0])
+    first = _first(~torch.isfinite(value))
     return ValueError(
         f"{type(transform).__name__}: the {what} is not finite for finite inputs (e.g. "
         f"{first} -> {value[first].item()}) because the numbers of the map overflow "
@@ -145,7 +149,7 @@ def implicit_step(x: torch.Tensor, residual: torch.Tensor, log_slope: torch.Tens
     slope = torch.exp(log_slope)
     flat = slope <= 0
     if validation_enabled() and bool(flat.any()):
-        first = tuple(int(i) for i in flat.nonzero()[0])
+        first = _first(flat)
         raise ValueError(
             f"the inverse's gradient is not finite: at the preimage x{list(first)} = "
             f"{x[first].item():.8g} the map is flat to working precision (log f'(x) = "
