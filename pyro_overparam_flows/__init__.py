@@ -4,6 +4,7 @@ initialization (Shah, Deshpande, Goyal, AISTATS 2022)."""
 from .transforms import *  # noqa: F403
 from .transforms import __all__ as _transforms
 
+#: The package version.
 __version__ = "0.1.0"
 
 __all__ = [*_transforms, "__version__"]

@@ -41,7 +41,16 @@ _SOFTPLUS_SHIFT = math.log(math.e - 1.0)
 class SaturatingActivation:
     r"""A bounded increasing sigma with range (lower, upper), its derivative (computed from
     :math:`e^{-|u|}`, to full relative accuracy until it underflows) and a stable
-    log-derivative."""
+    log-derivative, e.g. for tanh
+    :math:`\log \sigma'(u) = \log \operatorname{sech}^2 u
+    = 2 \log 2 - 2|u| - 2 \log(1 + e^{-2|u|})`.
+
+    >>> tanh = SATURATING["tanh"]
+    >>> tanh.lower, tanh.upper
+    (-1.0, 1.0)
+    >>> [round(v, 4) for v in tanh.log_derivative(torch.tensor([0.0, 100.0])).tolist()]
+    [0.0, -198.6137]
+    """
 
     name: str
     fn: Fn
@@ -56,8 +65,17 @@ class SaturatingActivation:
 
 @dataclass(frozen=True)
 class HiddenActivation:
-    """rho and its derivative rho', and rho' written through the value rho(u) where it can be
-    (``derivative_of_value``, None otherwise): the quadrature then needs no second pass of u."""
+    r""":math:`\rho` and its derivative :math:`\rho'`, and :math:`\rho'` written through the
+    value :math:`\rho(u)` where it can be (``derivative_of_value``, None otherwise; e.g.
+    :math:`\tanh' = 1 - \tanh^2`): the quadrature then needs no second pass of u.
+
+    >>> relu, u = HIDDEN["relu"], torch.tensor([-1.0, 2.0])
+    >>> relu.fn(u).tolist(), relu.derivative(u).tolist()
+    ([0.0, 2.0], [0.0, 1.0])
+    >>> tanh, u = HIDDEN["tanh"], torch.linspace(-2, 2, 5)
+    >>> torch.allclose(tanh.derivative_of_value(tanh.fn(u)), tanh.derivative(u))
+    True
+    """
 
     name: str
     fn: Fn
@@ -70,7 +88,19 @@ class HiddenActivation:
 
 @dataclass(frozen=True)
 class PositiveFunction:
-    """phi > 0 with phi(0) = 1, its derivative, and log phi computed without underflow."""
+    r""":math:`\phi > 0` with :math:`\phi(0) = 1`, its derivative, and :math:`\log \phi`
+    computed without underflow: ``"elu_plus_one"``, :math:`\phi(u) = \mathrm{ELU}(u) + 1`
+    (:math:`e^u` for u <= 0, u + 1 above), and ``"softplus"``,
+    :math:`\phi(u) = \log(1 + (e - 1) e^u)`.
+
+    >>> phi = POSITIVE["elu_plus_one"]
+    >>> phi.fn(torch.tensor([0.0, 1.0])).tolist()
+    [1.0, 2.0]
+    >>> phi.log(torch.tensor([-200.0])).item()  # phi(-200) = e^-200 underflows; its log does not
+    -200.0
+    >>> round(POSITIVE["softplus"].fn(torch.zeros(1)).item(), 6)
+    1.0
+    """
 
     name: str
     fn: Fn
@@ -144,7 +174,12 @@ def _shifted_softplus_derivative(u: torch.Tensor) -> torch.Tensor:
 
 
 def log_softplus(v: torch.Tensor) -> torch.Tensor:
-    """log(softplus(v)), equal to v (to machine precision) where softplus(v) would underflow."""
+    r""":math:`\log(\mathrm{softplus}(v)) = \log\log(1 + e^v)`, equal to v (to machine
+    precision) where softplus(v) would underflow.
+
+    >>> [round(v, 4) for v in log_softplus(torch.tensor([-1000.0, 0.0])).tolist()]
+    [-1000.0, -0.3665]
+    """
     # Below -40, log softplus(v) = v + log1p(-e^v / 2 + ...) equals v to machine precision.
     safe = torch.clamp(v, min=-40.0)
     return torch.where(v > -40.0, torch.log(F.softplus(safe)), v)
@@ -154,6 +189,10 @@ def _log_shifted_softplus(u: torch.Tensor) -> torch.Tensor:
     return log_softplus(u + _SOFTPLUS_SHIFT)
 
 
+#: The saturating activations :math:`\sigma` of constrained maps by name: ``"tanh"`` (range
+#: (-1, 1)) and ``"sigmoid"`` (range (0, 1)).
+#:
+#: :meta hide-value:
 SATURATING: Mapping[str, SaturatingActivation] = {
     "tanh": SaturatingActivation("tanh", torch.tanh, _log_sech2, -1.0, 1.0, _sech2),
     "sigmoid": SaturatingActivation(
@@ -161,6 +200,10 @@ SATURATING: Mapping[str, SaturatingActivation] = {
     ),
 }
 
+#: The hidden activations :math:`\rho` of the unconstrained integrand network by name:
+#: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"softplus"`` and ``"erf"``.
+#:
+#: :meta hide-value:
 HIDDEN: Mapping[str, HiddenActivation] = {
     "relu": HiddenActivation("relu", torch.relu, _relu_derivative, _relu_derivative),
     "tanh": HiddenActivation("tanh", torch.tanh, _tanh_derivative, lambda r: 1.0 - r.square()),
@@ -172,6 +215,10 @@ HIDDEN: Mapping[str, HiddenActivation] = {
     "erf": HiddenActivation("erf", torch.erf, _erf_derivative),
 }
 
+#: The positive functions :math:`\phi` of the unconstrained integrand by name:
+#: ``"elu_plus_one"`` and ``"softplus"`` (shifted so that :math:`\phi(0) = 1`).
+#:
+#: :meta hide-value:
 POSITIVE: Mapping[str, PositiveFunction] = {
     "elu_plus_one": PositiveFunction(
         "elu_plus_one", _elu_plus_one, _elu_plus_one_derivative, _log_elu_plus_one
@@ -187,7 +234,15 @@ def _registered(table: str, name: str):
 
 
 def lookup(table: Mapping[str, object], name: str, argument: str):
-    """Return ``table[name]`` or raise a ValueError naming ``argument`` and the allowed values."""
+    """Return ``table[name]`` or raise a ValueError naming ``argument`` and the allowed values.
+
+    >>> lookup(HIDDEN, "tanh", "activation").name
+    'tanh'
+    >>> lookup(SATURATING, "relu", "activation")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown activation 'relu'; allowed values are 'tanh', 'sigmoid'
+    """
     if not isinstance(name, str) or name not in table:
         allowed = ", ".join(repr(k) for k in table)
         raise ValueError(f"unknown {argument} {name!r}; allowed values are {allowed}")

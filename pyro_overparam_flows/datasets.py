@@ -26,7 +26,14 @@ __all__ = [
 
 
 class Split(NamedTuple):
-    """Train and test samples, shape ``(n, d)``, and the true distribution they come from."""
+    """Train and test samples, shape ``(n, d)``, and the true distribution they come from.
+
+    >>> data = mixture_of_gaussians(8, 4)
+    >>> isinstance(data, Split), tuple(data.train.shape), tuple(data.test.shape)
+    (True, (8, 1), (4, 1))
+    >>> data.distribution.log_prob(data.test).shape  # the true log-density of each sample
+    torch.Size([4])
+    """
 
     train: torch.Tensor
     test: torch.Tensor
@@ -285,9 +292,16 @@ PAPER_DATASETS = {
 
 
 class Preprocessed(NamedTuple):
-    """Preprocessed train and test samples and the affine map that made them from the raw
+    r"""Preprocessed train and test samples and the affine map T that made them from the raw
     ones: a density fitted to the preprocessed data scores raw data through
-    ``TransformedDistribution(fitted, [transform.inv])``."""
+    ``TransformedDistribution(fitted, [transform.inv])``, i.e.
+    :math:`\log p_{\mathrm{raw}}(x) = \log p(T x) + \log|\det T|`.
+
+    >>> split = checkerboard(100, 10)
+    >>> data = zscore(split)
+    >>> isinstance(data, Preprocessed), torch.allclose(data.transform.inv(data.train), split.train)
+    (True, True)
+    """
 
     train: torch.Tensor
     test: torch.Tensor

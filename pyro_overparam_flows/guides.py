@@ -180,6 +180,21 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
             svi.step(data)
         guide.quantiles([0.05, 0.5, 0.95])
 
+    A small run (one step; the parameters go to Pyro's param store under ``"transform"``):
+
+    >>> import pyro.distributions as dist
+    >>> from pyro.infer import SVI, Trace_ELBO
+    >>> def model():
+    ...     pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+    >>> pyro.clear_param_store()
+    >>> guide = AutoMonotoneFlow(model, width=4, layers=2, num_summary_samples=100)
+    >>> svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": 1e-2}), Trace_ELBO())
+    >>> isinstance(svi.step(), float)
+    True
+    >>> guide()["z"].shape, guide.quantiles([0.05, 0.5, 0.95])["z"].shape
+    (torch.Size([2]), torch.Size([3, 2]))
+    >>> pyro.clear_param_store()
+
     :param callable model: a Pyro model.
     :param str family: ``"unconstrained"`` or ``"constrained"``.
     :param int width: the hidden width m of each dimension's monotone network.

@@ -56,7 +56,16 @@ MIN_SLOPE = 1e-3
 
 
 class ConstrainedNetwork(NamedTuple):
-    """Positive w, a (with their logs), free b, tail s >= MIN_SLOPE (or None), offset beta, c."""
+    r"""Positive w, a (with their logs), free b, tail s >= MIN_SLOPE (or None), offset beta, c:
+    the parameters of :math:`f(x) = c \sum_r a_r\,\sigma(w_r x + b_r) + s x + \beta`.
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> net = constrained_monotone(3, width=8).network()
+    >>> tuple(net.hidden_weight.shape), tuple(net.tail.shape), tuple(net.offset.shape)
+    ((3, 8), (3,), (3,))
+    >>> torch.allclose(net.log_hidden_weight.exp(), net.hidden_weight)
+    True
+    """
 
     hidden_weight: torch.Tensor
     log_hidden_weight: torch.Tensor
@@ -70,8 +79,16 @@ class ConstrainedNetwork(NamedTuple):
 
 
 class UnconstrainedNetwork(NamedTuple):
-    """Free w, b, a of the integrand network N, offset beta, c, and the tail's share s of the
-    slope (a number in (0, 1), or None for the paper's model without a tail)."""
+    r"""Free w, b, a of the integrand network N, offset beta, c, and the tail's share s of the
+    slope (a number in (0, 1), or None for the paper's model without a tail): the parameters of
+    :math:`f(x) = \beta + \int_0^x \phi(N(t))\,dt`, :math:`N(t) = c \sum_r a_r\,\rho(w_r t +
+    b_r)`.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> net = unconstrained_monotone(3, width=8).network()
+    >>> tuple(net.hidden_weight.shape), tuple(net.offset.shape), net.tail
+    ((3, 8), (3,), 0.001)
+    """
 
     hidden_weight: torch.Tensor
     hidden_bias: torch.Tensor
@@ -88,7 +105,17 @@ def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.
 def constrained_map(
     x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> torch.Tensor:
-    """f(x) of the constrained family."""
+    r"""f(x) of the constrained family,
+    :math:`f(x) = c \sum_r a_r\,\sigma(w_r x + b_r) + s x + \beta` (no :math:`s x` without a
+    tail).
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> transform = constrained_monotone(2, width=8)
+    >>> x = torch.randn(5, 2)
+    >>> y = constrained_map(x, transform.network(), transform.activation)
+    >>> torch.allclose(y, transform(x))
+    True
+    """
     u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
     y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
     return y if net.tail is None else y + net.tail * x
@@ -97,9 +124,17 @@ def constrained_map(
 def constrained_map_and_slope(
     x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """f(x) and f'(x) of the constrained family from one pre-activation, for the inverse's
+    r"""f(x) and f'(x) of the constrained family from one pre-activation, for the inverse's
     Newton steps (log-Jacobians use :func:`constrained_log_derivative`, finite where f'
-    underflows)."""
+    underflows): :math:`f'(x) = c \sum_r a_r w_r\,\sigma'(w_r x + b_r) + s`.
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> transform = constrained_monotone(2, width=8)
+    >>> x = torch.randn(5, 2, requires_grad=True)
+    >>> y, slope = constrained_map_and_slope(x, transform.network(), transform.activation)
+    >>> torch.allclose(slope, torch.autograd.grad(y.sum(), x)[0])
+    True
+    """
     u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
     y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
     weights = net.output_weight * net.hidden_weight
@@ -112,7 +147,19 @@ def constrained_map_and_slope(
 def constrained_log_derivative(
     x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> torch.Tensor:
-    """log f'(x) of the constrained family, in log space."""
+    r"""log f'(x) of the constrained family, in log space:
+    :math:`\log f'(x) = \log\big(c \sum_r a_r w_r\,\sigma'(w_r x + b_r) + s\big)` as a
+    ``logsumexp`` of :math:`\log a_r + \log w_r + \log \sigma'(w_r x + b_r)` (and
+    :math:`\log s`), finite where :math:`\sigma'` underflows.
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> transform = constrained_monotone(2, width=8)
+    >>> net, sigma = transform.network(), transform.activation
+    >>> x = torch.randn(5, 2)
+    >>> _, slope = constrained_map_and_slope(x, net, sigma)
+    >>> torch.allclose(constrained_log_derivative(x, net, sigma).exp(), slope)
+    True
+    """
     u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
     terms = net.log_output_weight + net.log_hidden_weight + sigma.log_derivative(u)
     log_slope = torch.logsumexp(terms, -1) + math.log(net.multiplier)
@@ -122,7 +169,18 @@ def constrained_log_derivative(
 def constrained_range(
     net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bounds of the saturating part plus offset: f(x) - s x lies between them for every x."""
+    r"""Bounds of the saturating part plus offset: f(x) - s x lies between them for every x,
+    :math:`\beta + c \sum_r a_r \cdot (\sigma(-\infty), \sigma(\infty))`; without a tail,
+    the image of f.
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> _ = torch.manual_seed(0)
+    >>> transform = constrained_monotone(1, width=8, tail=False)
+    >>> low, high = constrained_range(transform.network(), transform.activation)
+    >>> y = transform(torch.tensor([[-1e6], [0.0], [1e6]]))
+    >>> torch.allclose(y[0], low), bool(low < y[1] < high), torch.allclose(y[2], high)
+    (True, True, True)
+    """
     mass = net.multiplier * net.output_weight.sum(-1)
     return net.offset + sigma.lower * mass, net.offset + sigma.upper * mass
 
@@ -130,7 +188,14 @@ def constrained_range(
 def network_output(
     t: torch.Tensor, net: UnconstrainedNetwork, rho: HiddenActivation
 ) -> torch.Tensor:
-    """N(t), the integrand network's output."""
+    r"""N(t), the integrand network's output, :math:`N(t) = c \sum_r a_r\,\rho(w_r t + b_r)`.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> transform = unconstrained_monotone(2, width=8)
+    >>> n = network_output(torch.randn(5, 2), transform.network(), transform.activation)
+    >>> tuple(n.shape), bool(n.abs().max() < 1e-6)  # paired units cancel at initialization
+    ((5, 2), True)
+    """
     u = _pre_activation(t, net.hidden_weight, net.hidden_bias)
     return net.multiplier * (rho.fn(u) * net.output_weight).sum(-1)
 
@@ -142,8 +207,22 @@ def unconstrained_map(
     phi: PositiveFunction,
     quadrature: tuple[torch.Tensor, torch.Tensor] | None,
 ) -> torch.Tensor:
-    """f(x) of the unconstrained family: exact for ReLU (``quadrature=None``), otherwise by the
-    given ``(nodes, weights)`` rule."""
+    r"""f(x) of the unconstrained family: exact for ReLU (``quadrature=None``), otherwise by the
+    given ``(nodes, weights)`` rule;
+    :math:`f(x) = \beta + \int_0^x \phi(N(t))\,dt`, or with a tail s,
+    :math:`f(x) = \beta + s x + (1 - s) \int_0^x \phi(N(t))\,dt`.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> from pyro_overparam_flows.numerics import quadrature_rule
+    >>> _ = torch.manual_seed(0)
+    >>> transform = unconstrained_monotone(1, width=8)
+    >>> net = transform.network()._replace(output_weight=torch.randn(1, 8) / 4)
+    >>> rho, phi, x = transform.activation, transform.phi, torch.linspace(-2, 2, 5)[:, None]
+    >>> exact = unconstrained_map(x, net, rho, phi, None)
+    >>> rule = quadrature_rule("gauss-legendre", 64, dtype=x.dtype)
+    >>> torch.allclose(exact, unconstrained_map(x, net, rho, phi, rule), atol=1e-3)
+    True
+    """
     w, b, a, c = net.hidden_weight, net.hidden_bias, net.output_weight, net.multiplier
     if quadrature is None:
         integral = relu_integral(x, w, b, a, c, phi.name)
@@ -157,8 +236,18 @@ def unconstrained_map(
 def unconstrained_log_derivative(
     x: torch.Tensor, net: UnconstrainedNetwork, rho: HiddenActivation, phi: PositiveFunction
 ) -> torch.Tensor:
-    """log f'(x) = log phi(N(x)), or log(s + (1 - s) phi(N(x))) with a tail; exact whatever the
-    integration rule."""
+    r""":math:`\log f'(x) = \log \phi(N(x))`, or :math:`\log(s + (1 - s)\,\phi(N(x)))` with a
+    tail; exact whatever the integration rule.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> transform = unconstrained_monotone(2, width=8)
+    >>> net, rho, phi = transform.network(), transform.activation, transform.phi
+    >>> x = torch.randn(5, 2, requires_grad=True)
+    >>> y = unconstrained_map(x, net, rho, phi, None)
+    >>> slope = torch.autograd.grad(y.sum(), x)[0]
+    >>> torch.allclose(unconstrained_log_derivative(x, net, rho, phi).exp(), slope)
+    True
+    """
     log_phi = phi.log(network_output(x, net, rho))
     if net.tail is None:
         return log_phi

@@ -79,7 +79,23 @@ _RADIUS = 13.0
 
 
 class Kernels(NamedTuple):
-    """The NNGP kernel K and the NTK :math:`\\Theta`, each of shape ``(n, n2)``."""
+    r"""The NNGP kernel K and the NTK :math:`\Theta`, each of shape ``(n, n2)``: with
+    :math:`u = w x + b`, :math:`u' = w x' + b`,
+
+    .. math::
+
+        K(x, x') = \sigma_a^2\,\mathbb{E}[\rho(u)\rho(u')], \qquad
+        \Theta(x, x') = \mathbb{E}[\rho(u)\rho(u')]
+          + \sigma_a^2\,(x x' + 1)\,\mathbb{E}[\rho'(u)\rho'(u')]
+
+    (the first term of :math:`\Theta` only when the output layer is trained).
+
+    >>> kernels = closed_form_kernels(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64))
+    >>> tuple(kernels.nngp.shape), tuple(kernels.ntk.shape)
+    ((3, 3), (3, 3))
+    >>> torch.allclose(kernels.ntk, kernels.ntk.T)
+    True
+    """
 
     nngp: torch.Tensor
     ntk: torch.Tensor
@@ -413,7 +429,18 @@ def closed_form_kernels(
 
 
 class KernelLimit(NamedTuple):
-    """The arguments of :func:`infinite_width_kernels` describing a transform's limit."""
+    r"""The arguments of :func:`infinite_width_kernels` describing a transform's limit (the law
+    of w, :math:`\sigma_w`, :math:`\sigma_a^2 = \lim_m m\,c_m^2\,\mathbb{E}[a^2]`, and whether
+    a is trained), as :func:`kernel_limit` gives them.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> limit = kernel_limit(unconstrained_monotone(1, 8, parametrization="gaussian-std"))
+    >>> limit.weights, limit.output_variance, limit.train_output  # a ~ N(0, 0.25^2), frozen
+    ('normal', 0.0625, False)
+    >>> x = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    >>> infinite_width_kernels(x, **limit._asdict()).ntk.shape
+    torch.Size([2, 2])
+    """
 
     activation: str
     weights: str

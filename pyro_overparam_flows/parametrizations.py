@@ -54,7 +54,18 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Parametrization:
-    """Initial spreads and output multiplier as functions of the width m."""
+    r"""Initial spreads and output multiplier as functions of the width m: the network
+    :math:`c_m \sum_{r=1}^m a_r\,\rho(w_r x + b_r)` starts with w and b of standard deviation
+    ``hidden_std(m)``, a of ``output_std(m)`` (before the constrained family's width-aware
+    calibration of a), and :math:`c_m` = ``multiplier(m)`` (the table above).
+    ``train_output=False`` freezes a; ``width_aware=False`` marks the paper's presets.
+
+    >>> ntk = UNCONSTRAINED_PARAMETRIZATIONS["ntk"]
+    >>> ntk.hidden_std(16), ntk.output_std(16), ntk.multiplier(16)  # c_m = 1 / sqrt(m)
+    (1.0, 1.0, 0.25)
+    >>> UNCONSTRAINED_PARAMETRIZATIONS["gaussian-std"].train_output
+    False
+    """
 
     name: str
     hidden_std: Callable[[int], float]
@@ -65,7 +76,12 @@ class Parametrization:
 
 
 class InitialNetwork(NamedTuple):
-    """Initial values, each of shape ``(input_dim, width)``; a is positive for constrained flows."""
+    """Initial values, each of shape ``(input_dim, width)``; a is positive for constrained flows.
+
+    >>> net = initial_unconstrained_network(2, 4, UNCONSTRAINED_PARAMETRIZATIONS["ntk"])
+    >>> tuple(net.hidden_weight.shape), net.multiplier, net.train_output
+    ((2, 4), 0.5, True)
+    """
 
     hidden_weight: torch.Tensor
     hidden_bias: torch.Tensor
@@ -83,6 +99,11 @@ _GENERIC = {
     "mean_field": Parametrization("mean_field", _one, _one, lambda m: 1.0 / m),
 }
 
+#: The parametrizations of the constrained family by name: ``"standard"``, ``"ntk"``,
+#: ``"mean_field"`` (width-aware) and the paper's presets ``"standard-normal"`` and
+#: ``"sqrt-(m)"``.
+#:
+#: :meta hide-value:
 CONSTRAINED_PARAMETRIZATIONS: Mapping[str, Parametrization] = {
     **_GENERIC,
     "standard-normal": Parametrization(
@@ -91,6 +112,11 @@ CONSTRAINED_PARAMETRIZATIONS: Mapping[str, Parametrization] = {
     "sqrt-(m)": Parametrization("sqrt-(m)", _inv_sqrt, lambda m: 0.005, _one, width_aware=False),
 }
 
+#: The parametrizations of the unconstrained family by name: ``"standard"``, ``"ntk"``,
+#: ``"mean_field"`` (width-aware) and the paper's presets ``"gaussian-sqrt(m)"`` and
+#: ``"gaussian-std"`` (output layer not trained).
+#:
+#: :meta hide-value:
 UNCONSTRAINED_PARAMETRIZATIONS: Mapping[str, Parametrization] = {
     **_GENERIC,
     "gaussian-sqrt(m)": Parametrization(

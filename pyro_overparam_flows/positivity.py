@@ -22,7 +22,20 @@ __all__ = ["POSITIVITY", "Positivity"]
 
 @dataclass(frozen=True)
 class Positivity:
-    """value(raw) > 0, log_value(raw), and inverse(value) = raw."""
+    r"""value(raw) > 0, log_value(raw), and inverse(value) = raw, each also given the floor of
+    projected SGD: :math:`\mathrm{softplus}(r) = \log(1 + e^r)`, :math:`e^r`, :math:`r^2`, or
+    :math:`\max(r, \mathrm{floor})` for ``"projected"`` (whose raw values are themselves kept
+    positive after each optimizer step).
+
+    >>> softplus, weight = POSITIVITY["softplus"], torch.tensor([0.5, 2.0])
+    >>> raw = softplus.inverse(weight, 1e-6)
+    >>> torch.allclose(softplus.value(raw, 1e-6), weight)
+    True
+    >>> torch.allclose(softplus.log_value(raw, 1e-6), weight.log())
+    True
+    >>> POSITIVITY["projected"].value(torch.tensor([-1.0, 3.0]), 0.5).tolist()
+    [0.5, 3.0]
+    """
 
     name: str
     value: Callable[[torch.Tensor, float], torch.Tensor]
@@ -39,6 +52,10 @@ def _softplus_inverse(v: torch.Tensor, floor: float) -> torch.Tensor:
     return v + torch.log(-torch.expm1(-v))
 
 
+#: The positivity reparametrizations by name: ``"exp"``, ``"softplus"``, ``"square"`` and
+#: ``"projected"`` (the paper's projected SGD).
+#:
+#: :meta hide-value:
 POSITIVITY: Mapping[str, Positivity] = {
     "exp": Positivity("exp", lambda r, f: torch.exp(r), lambda r, f: r, lambda v, f: torch.log(v)),
     "softplus": Positivity(

@@ -91,6 +91,12 @@ def laziness(
 
     :returns: rows ``{"family", "width", "seed", "kernel_distance",
         "relative_distance_<layer>"}`` for the hidden weights, hidden biases and output weights.
+
+    >>> rows = laziness((4, 8), (0,), families=("unconstrained",), steps=2, progress=False)
+    >>> [(row["width"], row["kernel_distance"] > 0) for row in rows]
+    [(4, True), (8, True)]
+    >>> sorted(rows[0])[:3]
+    ['family', 'kernel_distance', 'relative_distance_hidden_bias']
     """
     data = zscore(mixture_of_gaussians(2000, 10, seed=0, dtype=torch.float32)).train
     grid = torch.linspace(-2.5, 2.5, 11, dtype=torch.float32)
@@ -128,7 +134,23 @@ def laziness(
 def plot_kernels(convergence: list[dict], lazy: list[dict], path: Path) -> Path:
     """Two panels: the distance of the empirical NTK from its limit against the width with the
     :math:`1/\\sqrt{m}` slope for reference, and the kernel distance after training against the
-    width; mean over seeds with the seeds' range as error bars. Saved to ``path``."""
+    width; mean over seeds with the seeds' range as error bars. Saved to ``path`` (its folder
+    is created), drawn with matplotlib's non-interactive Agg backend.
+
+    :param convergence: rows of :func:`kernel_convergence`.
+    :param lazy: rows of :func:`laziness`.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> convergence = [{"family": "unconstrained", "width": m, "seed": 0, "error": m**-0.5}
+    ...                for m in (16, 64)]
+    >>> lazy = [{"family": "unconstrained", "width": m, "seed": 0, "kernel_distance": 1 / m}
+    ...         for m in (16, 64)]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = plot_kernels(convergence, lazy, Path(folder) / "figures" / "kernels.png")
+    ...     path.name, path.exists()
+    ('kernels.png', True)
+    """
     import matplotlib
 
     matplotlib.use("Agg")

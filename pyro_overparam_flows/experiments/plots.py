@@ -44,6 +44,21 @@ def plot_sweep(results: Sequence[RunResult], output: Path) -> dict[str, Path]:
     * ``distance_vs_width.png``: the relative distance of each layer from its initialization at
       the end of training against the width (log-log); one panel per data set and family.
     * ``learning_curves.png``: test NLL against epoch, one curve per width (mean over seeds).
+
+    Figures are drawn with matplotlib's non-interactive Agg backend.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from pyro_overparam_flows.experiments import train_run
+    >>> results = [train_run("mixture_of_betas", "unconstrained", 4, seed=0, epochs=1,
+    ...                      train_size=64, test_size=32, progress=False)]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     paths = plot_sweep(results, Path(folder))
+    ...     for key, path in sorted(paths.items()):
+    ...         print(key, path.name, path.exists())
+    curves_figure learning_curves.png True
+    distance_figure distance_vs_width.png True
+    nll_figure nll_vs_width.png True
     """
     import matplotlib
 

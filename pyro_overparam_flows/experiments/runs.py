@@ -63,6 +63,10 @@ __all__ = [
     "train_run",
 ]
 
+#: The two flow families of the width study: ``"constrained"``
+#: (:class:`~pyro_overparam_flows.ConstrainedMonotone` and its autoregressive version) and
+#: ``"unconstrained"`` (:class:`~pyro_overparam_flows.UnconstrainedMonotone` and its
+#: autoregressive version).
 FAMILIES = ("constrained", "unconstrained")
 
 #: The layer groups whose distance from initialization is logged: the hidden weights w, the
@@ -85,6 +89,12 @@ class TrainingSetting:
     :param str preprocessing: ``"zscore"`` or ``"ball"`` (scaled into the ball of radius 1/2).
     :param options: further keyword arguments of the transform, as ``(name, value)`` pairs (a
         dict is accepted and stored as pairs, so settings stay immutable).
+
+    >>> setting = TrainingSetting("ntk", 1e-2, 5, options={"tail": True})
+    >>> setting.options, setting.batch_size
+    ((('tail', True),), 32)
+    >>> PAPER_SETTINGS["constrained"].learning_rate, PAPER_SETTINGS["constrained"].epochs
+    (0.0005, 200)
     """
 
     parametrization: str
@@ -100,6 +110,9 @@ class TrainingSetting:
         object.__setattr__(self, "options", tuple((str(k), v) for k, v in pairs))
 
 
+#: The paper's training setting of each family, as described above: the initialization, the
+#: constant SGD learning rate, the epochs, the base distribution, the preprocessing and the
+#: transform's options.
 PAPER_SETTINGS: dict[str, TrainingSetting] = {
     "constrained": TrainingSetting(
         "standard-normal",
@@ -155,12 +168,30 @@ def make_flow(
 
 
 class DensityModel(nn.Module):
-    """A flow scoring data through its forward map, with the log-likelihood's two terms apart.
+    r"""A flow scoring data through its forward map, with the log-likelihood's two terms apart:
+
+    .. math::
+
+        -\log p(x) = \underbrace{-\log p_Z(z)}_{\text{base}}
+        \; \underbrace{- \log|\det J_f(x)|}_{\text{log-det}},
+
+    with :math:`-\log p_Z(z) = \tfrac12 \|z\|^2 + \tfrac{D}{2} \log 2\pi`, z = f(x), for
+    the normal base and :math:`-\log p_Z(z) = \sum_d z_d`,
+    :math:`z_d = f_d(x_d) - f_d(x_{0,d}) \ge 0`, for the exponential one.
 
     :param transform: maps data to the base space.
     :param str base: ``"normal"`` (z = f(x), standard normal) or ``"exponential"``
         (:math:`z = f(x) - f(x_0)` coordinate by coordinate, standard exponential).
     :param torch.Tensor start: :math:`x_0`, shape ``(dim,)``, for the exponential base.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> model = DensityModel(unconstrained_monotone(1, width=4))  # the identity at first
+    >>> x = torch.tensor([[0.0], [1.0]])
+    >>> base, log_det = model.terms(x)
+    >>> torch.allclose(model(x), base + log_det)
+    True
+    >>> [round(v, 4) for v in model(x).tolist()]  # (x^2 + log(2 pi)) / 2
+    [0.9189, 1.4189]
     """
 
     def __init__(
@@ -253,7 +284,19 @@ def layer_distances(
     """For each :data:`LAYERS` group present among the trained parameters: the Frobenius
     distance :math:`\\|\\theta_t - \\theta_0\\|` and the relative one
     :math:`\\|\\theta_t - \\theta_0\\| / \\|\\theta_0\\|` (parameters as stored, i.e. the raw
-    values of constrained weights, which projected SGD keeps equal to the weights)."""
+    values of constrained weights, which projected SGD keeps equal to the weights).
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> flow = unconstrained_monotone(1, width=4)
+    >>> start = {name: p.detach().clone() for name, p in flow.named_parameters()}
+    >>> with torch.no_grad():
+    ...     _ = flow.hidden_bias.add_(1.0)
+    >>> distances = layer_distances(flow, start)
+    >>> sorted(distances)  # the offset is not a layer group
+    ['hidden_bias', 'hidden_weight', 'output_weight']
+    >>> distances["hidden_bias"][0], distances["hidden_weight"]  # ||(1, 1, 1, 1)|| = 2
+    (2.0, (0.0, 0.0))
+    """
     moved: dict[str, float] = {}
     size: dict[str, float] = {}
     for name, (distance, _) in parameter_distances(module, initial).items():
@@ -269,7 +312,19 @@ def layer_distances(
 
 @dataclass
 class RunResult:
-    """The configuration of one run and its per-epoch log (epoch 0 is the initialization)."""
+    """The configuration of one run and its per-epoch log (epoch 0 is the initialization).
+
+    :func:`train_run` returns it; :meth:`to_dict` and :meth:`from_dict` save and load it as
+    JSON (the sweep's checkpoints).
+
+    >>> result = RunResult("mixture_of_betas", "unconstrained", 16, 0,
+    ...                    PAPER_SETTINGS["unconstrained"], 0.5, 0.6,
+    ...                    history=[{"epoch": 0, "test_nll": 1.25}])
+    >>> result.rows()[0]["width"], result.summary()["test_nll"]
+    (16, 1.25)
+    >>> RunResult.from_dict(result.to_dict()) == result
+    True
+    """
 
     dataset: str
     family: str

@@ -58,6 +58,14 @@ class SweepConfig:
         end); the test set is scored every epoch.
     :param int jobs: runs trained at once, each in its own process.
     :param int threads: torch threads per run.
+
+    >>> config = SweepConfig(datasets=("mixture_of_betas",), widths=(4, 16), seeds=(0,))
+    >>> for run in config.runs():  # (dataset, family, width, seed), widest first
+    ...     print(run)
+    ('mixture_of_betas', 'constrained', 16, 0)
+    ('mixture_of_betas', 'unconstrained', 16, 0)
+    ('mixture_of_betas', 'constrained', 4, 0)
+    ('mixture_of_betas', 'unconstrained', 4, 0)
     """
 
     datasets: tuple[str, ...] = ("mixture_of_gaussians", "mixture_of_betas")
@@ -160,6 +168,18 @@ def run_sweep(
     :param checkpoints: a folder where each finished run is saved as JSON; runs already saved
         there by the same configuration are loaded instead of trained again, so an interrupted
         sweep resumes where it stopped.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> config = SweepConfig(datasets=("mixture_of_betas",), families=("unconstrained",),
+    ...                      widths=(4,), seeds=(0,), epochs=1, train_size=64, test_size=32)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     first = run_sweep(config, progress=False, checkpoints=Path(folder))
+    ...     again = run_sweep(config, progress=False, checkpoints=Path(folder))  # loaded
+    >>> [(r.family, r.width, len(r.history)) for r in first]
+    [('unconstrained', 4, 2)]
+    >>> again[0].history[-1]["test_nll"] == first[0].history[-1]["test_nll"]
+    True
     """
     runs = config.runs()
     bar = tqdm(total=len(runs), desc="sweep", unit="run", disable=None if progress else True)
@@ -251,7 +271,19 @@ def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
 
 def summarize(results: Sequence[RunResult]) -> list[dict]:
     """Final-epoch metrics aggregated over seeds: one row per (data set, family, width) with the
-    mean and standard deviation of each metric (``<metric>_mean``, ``<metric>_sd``)."""
+    mean and standard deviation of each metric (``<metric>_mean``, ``<metric>_sd``, the sample
+    standard deviation, NaN for a single seed).
+
+    >>> results = [
+    ...     RunResult("mixture_of_betas", "unconstrained", 16, seed,
+    ...               PAPER_SETTINGS["unconstrained"], 0.5, 0.6,
+    ...               history=[{"epoch": 0, "test_nll": nll}])
+    ...     for seed, nll in ((0, 1.0), (1, 2.0))
+    ... ]
+    >>> [row] = summarize(results)
+    >>> row["seeds"], row["test_nll_mean"], round(row["test_nll_sd"], 4)
+    (2, 1.5, 0.7071)
+    """
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         key = (result.dataset, result.family, result.width)
@@ -296,7 +328,26 @@ def write_results(
     set, family and width, mean and sd over seeds), ``table.txt`` (:func:`format_table`),
     ``sweep.json`` (the configuration, the
     command, every run's summary) and the figures of
-    :func:`~pyro_overparam_flows.experiments.plot_sweep` into ``output``; return their paths."""
+    :func:`~pyro_overparam_flows.experiments.plot_sweep` into ``output``; return their paths.
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> config = SweepConfig(datasets=("mixture_of_betas",), families=("unconstrained",),
+    ...                      widths=(4,), seeds=(0,), epochs=1, train_size=64, test_size=32)
+    >>> results = run_sweep(config, progress=False)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     paths = write_results(results, config, Path(folder))
+    ...     written = sorted(path.name for path in paths.values() if path.exists())
+    >>> for name in written:
+    ...     print(name)
+    distance_vs_width.png
+    history.csv
+    learning_curves.png
+    nll_vs_width.png
+    summary.csv
+    sweep.json
+    table.txt
+    """
     from .plots import plot_sweep
 
     output.mkdir(parents=True, exist_ok=True)
@@ -329,7 +380,19 @@ def write_results(
 
 
 def format_table(summary: Sequence[dict]) -> str:
-    """A plain-text table of the final train and test NLL (raw units, mean +- sd over seeds)."""
+    """A plain-text table of the final train and test NLL (raw units, mean +- sd over seeds).
+
+    :param summary: rows of :func:`summarize`.
+
+    >>> row = {"dataset": "mixture_of_betas", "family": "unconstrained", "width": 16,
+    ...        "train_nll_raw_mean": 0.1, "train_nll_raw_sd": 0.01,
+    ...        "test_nll_raw_mean": 0.2, "test_nll_raw_sd": 0.02, "true_test_nll": 0.15}
+    >>> lines = format_table([row]).splitlines()
+    >>> print(lines[0])
+    Final NLL in nats per sample, in the data's own (raw) units; mean +- sd over seeds.
+    >>> print(" ".join(lines[2].split()))  # dataset, family, width, train, test, true test
+    mixture_of_betas unconstrained 16 0.1000 +- 0.0100 0.2000 +- 0.0200 0.1500
+    """
     lines = [
         "Final NLL in nats per sample, in the data's own (raw) units; mean +- sd over seeds.",
         f"{'dataset':<24}{'family':<15}{'width':>7}{'train NLL':>20}{'test NLL':>20}"

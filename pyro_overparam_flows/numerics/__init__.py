@@ -1,4 +1,5 @@
-"""Pure-torch numerics under the maps: quadrature, exact piecewise integration, root finding."""
+"""Pure-torch numerics under the maps: quadrature, exact piecewise integration, root finding,
+and the compilation of fused kernels."""
 
 from .piecewise import RELU_INTEGRANDS, relu_integral
 from .quadrature import QUADRATURE_RULES, integrate_one_hidden_layer, quadrature_rule

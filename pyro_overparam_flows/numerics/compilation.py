@@ -55,7 +55,15 @@ AUTO_PAYBACK_SECONDS = 30.0
 
 class CompilationNotice(UserWarning):
     """Issued once when a kernel starts compiling (``warnings.simplefilter("ignore",
-    CompilationNotice)`` silences it)."""
+    CompilationNotice)`` silences it).
+
+    >>> import warnings
+    >>> issubclass(CompilationNotice, UserWarning)
+    True
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", CompilationNotice)
+    ...     warnings.warn("compiling", CompilationNotice)  # silenced
+    """
 
 
 def _check_mode(mode: object) -> str:
@@ -81,7 +89,12 @@ _mode = _mode_from_environment()
 
 
 def compile_mode() -> str:
-    """The current mode: ``"auto"``, ``"always"`` or ``"never"``."""
+    """The current mode: ``"auto"``, ``"always"`` or ``"never"`` (:data:`COMPILE_MODES`), set
+    by :func:`set_compile_mode` or the environment variable ``PYRO_OVERPARAM_FLOWS_COMPILE``.
+
+    >>> compile_mode() in COMPILE_MODES
+    True
+    """
     return _mode
 
 
@@ -108,6 +121,14 @@ class FusedKernel:
 
     :param fn: the kernel.
     :param str name: what warnings call it.
+
+    >>> kernel = FusedKernel(lambda x, y: x * y + 1.0, "demo")
+    >>> x = torch.ones(3)
+    >>> previous = set_compile_mode("auto")
+    >>> compiled = kernel.uses_compiled(x, x.numel())  # a small call: eager under "auto"
+    >>> compiled, kernel(x, x, compiled=compiled).tolist()
+    (False, [2.0, 2.0, 2.0])
+    >>> _ = set_compile_mode(previous)
     """
 
     def __init__(self, fn: Callable[..., Any], name: str):

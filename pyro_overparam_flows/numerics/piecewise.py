@@ -476,6 +476,8 @@ def _softplus_value(u: torch.Tensor) -> torch.Tensor:
 
 
 #: The phi for which the integral of phi(N), N a ReLU network, is computed exactly.
+#:
+#: :meta hide-value:
 RELU_INTEGRANDS: dict[str, _Integrand] = {
     "elu_plus_one": _Integrand(_elu_value, _elu_pieces),
     "softplus": _Integrand(_softplus_value, _softplus_pieces),

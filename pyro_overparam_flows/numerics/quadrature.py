@@ -54,6 +54,10 @@ def _clenshaw_curtis(count: int) -> tuple[np.ndarray, np.ndarray]:
     return (1.0 - nodes) / 2.0, weights / 2.0
 
 
+#: The fixed-node rules by name, each a function of K giving K nodes and weights on [0, 1]:
+#: ``"gauss-legendre"`` and ``"clenshaw-curtis"`` (see :func:`quadrature_rule`).
+#:
+#: :meta hide-value:
 QUADRATURE_RULES: Mapping[str, Callable[[int], tuple[np.ndarray, np.ndarray]]] = {
     "gauss-legendre": _gauss_legendre,
     "clenshaw-curtis": _clenshaw_curtis,

@@ -27,7 +27,13 @@ DEFAULT_MAX_EXPANSIONS = 64
 
 
 def solver_tolerance(y: torch.Tensor) -> torch.Tensor:
-    r"""The residual the solver accepts, :math:`8 \epsilon (1 + |y|)` in y's dtype."""
+    r"""The residual the solver accepts, :math:`8 \epsilon (1 + |y|)` in y's dtype
+    (:math:`\epsilon` its machine epsilon).
+
+    >>> y = torch.tensor([0.0, 1.0, -3.0], dtype=torch.float64)
+    >>> (solver_tolerance(y) / torch.finfo(torch.float64).eps).tolist()
+    [8.0, 16.0, 32.0]
+    """
     return 8.0 * torch.finfo(y.dtype).eps * (1.0 + y.abs())
 
 

@@ -62,6 +62,17 @@ def preimage_or_error(
 
     ``bounds`` (the image's ends, broadcastable to y) make the message quote the interval;
     ``columns`` (the coordinates y holds, when it is part of a larger vector) its position.
+
+    >>> x, y = torch.tensor([0.5, 2.0]), torch.tensor([0.25, 9.0])
+    >>> found = torch.tensor([True, False])
+    >>> with pyro.validation_enabled(False):
+    ...     preimage_or_error(x, y, found, "the range is (0, 1)").tolist()
+    [0.5, nan]
+    >>> with pyro.validation_enabled(True):
+    ...     preimage_or_error(x, y, found, "the range is (0, 1)")
+    Traceback (most recent call last):
+    ...
+    ValueError: inverse asked outside the range of the map: 1 value(s) of y have no preimage ...
     """
     ok = found if converged is None else found & converged
     if validation_enabled() and not bool(ok.all()):
@@ -100,7 +111,14 @@ def overflow_error(
 ) -> ValueError:
     """The error for a non-finite ``value`` (the result ``what``) computed from finite inputs:
     its parameters, or the numbers a conditioner gave (``named``), are too large for the
-    dtype."""
+    dtype.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> transform = unconstrained_monotone(1, width=4)
+    >>> value = torch.tensor([[0.5], [float("inf")]])
+    >>> print(overflow_error(transform, "forward map", value, {"offset": transform.offset}))
+    UnconstrainedMonotone: the forward map is not finite for finite inputs (e.g. (1, 0) -> inf) ...
+    """
     first = _first(~torch.isfinite(value))
     return ValueError(
         f"{type(transform).__name__}: the {what} is not finite for finite inputs (e.g. "
@@ -116,7 +134,14 @@ SUPPORTED_DTYPES = (torch.float32, torch.float64)
 
 
 def check_dtype(dtype: torch.dtype, what: str) -> None:
-    """A ValueError unless ``dtype`` is float32 or float64."""
+    """A ValueError unless ``dtype`` is float32 or float64 (:data:`SUPPORTED_DTYPES`).
+
+    >>> check_dtype(torch.float64, "x of dtype")  # returns None
+    >>> check_dtype(torch.bfloat16, "x of dtype")
+    Traceback (most recent call last):
+    ...
+    ValueError: x of dtype torch.bfloat16 is not supported: the flows compute in torch.float32 ...
+    """
     if dtype not in SUPPORTED_DTYPES:
         raise ValueError(
             f"{what} {dtype} is not supported: the flows compute in torch.float32 or "
@@ -129,7 +154,19 @@ def check_dtype(dtype: torch.dtype, what: str) -> None:
 class RefuseHalfPrecision:
     """A mixin for :class:`torch.nn.Module` s: ``.to()``, ``.half()`` and the like raise a
     ValueError, before converting anything, when asked for a dtype other than float32 or
-    float64."""
+    float64.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> transform = unconstrained_monotone(1, width=4)
+    >>> isinstance(transform, RefuseHalfPrecision)
+    True
+    >>> transform.half()
+    Traceback (most recent call last):
+    ...
+    ValueError: converting UnconstrainedMonotone to torch.float16 is not supported: ...
+    >>> transform.double().hidden_weight.dtype
+    torch.float64
+    """
 
     def _apply(self, fn, *args, **kwargs):
         try:
@@ -142,10 +179,26 @@ class RefuseHalfPrecision:
 
 
 def implicit_step(x: torch.Tensor, residual: torch.Tensor, log_slope: torch.Tensor) -> torch.Tensor:
-    """``x - residual / f'(x)`` for a root x of f(x) = y (``residual`` = f(x) - y, with the
+    r"""``x - residual / f'(x)`` for a root x of f(x) = y (``residual`` = f(x) - y, with the
     graph; ``log_slope`` = log f'(x), without): its value is x, its gradient the implicit
-    function theorem's. Where f' underflows to 0 (a model without a tail, far out where it is
-    flat) x has no finite gradient: a ValueError (validation on), else the value x alone."""
+    function theorem's,
+
+    .. math::
+
+        \tilde x = x - \frac{f(x) - y}{f'(x)}, \qquad
+        d\tilde x = \frac{dy - df(x)}{f'(x)}
+
+    (df the change of f through its parameters at fixed x). Where f' underflows to 0 (a model
+    without a tail, far out where it is flat) x has no finite gradient: a ValueError
+    (validation on), else the value x alone.
+
+    >>> y = torch.tensor([8.0], requires_grad=True)
+    >>> x = torch.tensor([2.0])  # the root of f(x) = x**3 = y, found without gradient
+    >>> step = implicit_step(x, x**3 - y, torch.log(3 * x**2))
+    >>> step.backward()
+    >>> step.item(), round(y.grad.item(), 6)  # dx/dy = 1 / f'(x) = 1/12
+    (2.0, 0.083333)
+    """
     slope = torch.exp(log_slope)
     flat = slope <= 0
     if validation_enabled() and bool(flat.any()):
@@ -163,11 +216,27 @@ def validation_enabled() -> bool:
     """Whether checks that read values back (non-finite input, range) run.
 
     Follows Pyro's switch: ``pyro.enable_validation(False)`` turns them off for speed.
+
+    >>> with pyro.validation_enabled(False):
+    ...     validation_enabled()
+    False
+    >>> with pyro.validation_enabled(True):
+    ...     validation_enabled()
+    True
     """
     return bool(torch.distributions.Distribution._validate_args)
 
 
 def check_input_dim(value: object, name: str = "input_dim") -> int:
+    """``value`` if it is an integer >= 1 (not a bool), else a ValueError naming ``name``.
+
+    >>> check_input_dim(3)
+    3
+    >>> check_input_dim(0, "layers")
+    Traceback (most recent call last):
+    ...
+    ValueError: layers must be an integer >= 1, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     return value
@@ -176,7 +245,14 @@ def check_input_dim(value: object, name: str = "input_dim") -> int:
 def resolve_tail(tail: object, parametrization: Parametrization) -> bool:
     """Whether a flow has a tail: ``tail`` itself if True or False; if None (the default), a
     tail for the width-aware parametrizations and none for the paper's presets, which
-    reproduce the paper's bounded models."""
+    reproduce the paper's bounded models.
+
+    >>> from pyro_overparam_flows.parametrizations import CONSTRAINED_PARAMETRIZATIONS as P
+    >>> resolve_tail(None, P["standard"]), resolve_tail(None, P["standard-normal"])
+    (True, False)
+    >>> resolve_tail(False, P["standard"])
+    False
+    """
     if tail is None:
         return parametrization.width_aware
     if not isinstance(tail, bool):
@@ -185,6 +261,15 @@ def resolve_tail(tail: object, parametrization: Parametrization) -> bool:
 
 
 def check_width(width: object) -> int:
+    """``width`` if it is an integer >= 1 (not a bool), else a ValueError.
+
+    >>> check_width(16)
+    16
+    >>> check_width(True)
+    Traceback (most recent call last):
+    ...
+    ValueError: width must be an integer >= 1, got True
+    """
     if isinstance(width, bool) or not isinstance(width, int) or width < 1:
         raise ValueError(f"width must be an integer >= 1, got {width!r}")
     return width
@@ -204,8 +289,24 @@ register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class MonotoneBase(RefuseHalfPrecision, TransformModule):
-    """What every transform of this package shares: a bijection of ``real_vector`` with a
-    positive Jacobian determinant, Pyro's cache made safe for training, and input checks."""
+    r"""What every transform of this package shares: a bijection of ``real_vector`` with a
+    positive Jacobian determinant (:math:`\det J > 0`, ``sign = 1``), Pyro's cache made safe
+    for training, and input checks.
+
+    The cache holds the last ``(x, y)`` pair and answers only the opposite direction: the
+    inverse of an output just computed (a sample scored) is returned without a solve, while
+    the same input passed again is computed again. The pair is dropped when a parameter
+    changes, after any optimizer step, and once a backward pass has gone through the output.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> transform = unconstrained_monotone(2, width=4)
+    >>> isinstance(transform, MonotoneBase), transform.bijective, transform.sign
+    (True, True, 1)
+    >>> x = torch.randn(3, 2)
+    >>> y = transform(x)
+    >>> transform.inv(y) is x  # the cached pair: no Newton solve
+    True
+    """
 
     domain = constraints.real_vector
     codomain = constraints.real_vector
@@ -332,11 +433,27 @@ class MonotoneBase(RefuseHalfPrecision, TransformModule):
 
 
 class MonotoneTransformModule(MonotoneBase):
-    """A strictly increasing map applied to each coordinate of the last dimension.
+    r"""A strictly increasing map applied to each coordinate of the last dimension,
+
+    .. math::
+
+        y_d = f_d(x_d), \qquad \log|\det J| = \sum_d \log f_d'(x_d).
 
     Subclasses mix in a family (``_map_with``, ``_log_derivative_with``, ``_solve_with`` of a
     network: f, log f' per coordinate, f^-1 without gradient) and give ``network()``. This
-    class adds gradients of the inverse by the implicit function theorem.
+    class adds gradients of the inverse by the implicit function theorem
+    (:func:`implicit_step`).
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> transform = constrained_monotone(2, width=8)
+    >>> isinstance(transform, MonotoneTransformModule)
+    True
+    >>> x = torch.randn(5, 2)
+    >>> y = transform(x)
+    >>> torch.allclose(transform.inv(y.clone()), x, atol=1e-5)  # a new tensor: Newton's solve
+    True
+    >>> transform.log_abs_det_jacobian(x, y).shape
+    torch.Size([5])
     """
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:

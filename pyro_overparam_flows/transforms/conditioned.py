@@ -69,7 +69,16 @@ _UNIT_FIELDS = frozenset(
 
 
 def select_dimensions(net: NamedTuple, index: torch.Tensor) -> NamedTuple:
-    """The network of the dimensions ``index`` (a 1-D LongTensor) only."""
+    """The network of the dimensions ``index`` (a 1-D LongTensor) only.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> net = unconstrained_monotone(3, width=4).network()
+    >>> part = select_dimensions(net, torch.tensor([0, 2]))
+    >>> tuple(part.hidden_weight.shape), tuple(part.offset.shape)
+    ((2, 4), (2,))
+    >>> torch.equal(part.hidden_bias[1], net.hidden_bias[2])
+    True
+    """
 
     def pick(name: str, value):
         if not isinstance(value, torch.Tensor):
@@ -87,6 +96,12 @@ def start_conditioner_(conditioner: nn.Module, initial: torch.Tensor) -> None:
     :raises ValueError: if the conditioner's last layer is not a :class:`torch.nn.Linear` with
         bias and ``initial.numel()`` outputs at ``conditioner.layers[-1]`` (as in Pyro's
         :class:`~pyro.nn.AutoRegressiveNN` and :class:`~pyro.nn.DenseNN`).
+
+    >>> from pyro.nn import DenseNN
+    >>> conditioner = DenseNN(2, [8], param_dims=[3])
+    >>> start_conditioner_(conditioner, torch.tensor([[1.0, 2.0, 3.0]]))
+    >>> conditioner(torch.randn(5, 2)).unique(dim=0).tolist()  # the same for every input
+    [[1.0, 2.0, 3.0]]
     """
     layers = getattr(conditioner, "layers", None)
     last = layers[-1] if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
@@ -114,7 +129,22 @@ def setup_conditioned(
 ) -> None:
     """Set up the family weights of ``module``'s ``dim`` transformed coordinates and, with
     ``init_conditioner``, start its conditioner at the element-wise initialization (and log-scale
-    0). Output unit ``p * dim + d`` holds number p of coordinate d: the ``(P, dim)`` layout."""
+    0). Output unit ``p * dim + d`` holds number p of coordinate d: the ``(P, dim)`` layout.
+
+    A coupling flow of the unconstrained family, set up by hand (what :class:`CouplingFlow`
+    does), starts as the identity:
+
+    >>> from pyro.nn import DenseNN
+    >>> from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
+    >>> class Coupling(UnconstrainedFamily, MonotoneCoupling):
+    ...     def __init__(self, hypernet, width):
+    ...         super().__init__(4, 2, hypernet, scale=False)
+    ...         setup_conditioned(self, 2, hypernet, width, True, {})
+    >>> coupling = Coupling(DenseNN(2, [8], param_dims=[(4 + 1) * 2]), width=4)
+    >>> x = torch.randn(3, 4)
+    >>> torch.allclose(coupling(x), x, atol=1e-6)
+    True
+    """
     init = module._setup_family(dim, width, **family)
     if not isinstance(init_conditioner, bool):
         raise ValueError(f"init_conditioner must be True or False, got {init_conditioner!r}")
@@ -189,8 +219,16 @@ def _needs_graph(module: nn.Module, y: torch.Tensor) -> bool:
 
 
 class Conditioning(NamedTuple):
-    """What a conditioner gives each dimension: the scalar network (hidden biases, offset, tail
-    filled in) and, with ``scale=True``, a log-scale applied after the monotone map."""
+    r"""What a conditioner gives each dimension: the scalar network (hidden biases, offset, tail
+    filled in) and, with ``scale=True``, a log-scale :math:`\sigma_d` applied after the
+    monotone map, :math:`y_d = \beta_d + e^{\sigma_d} (f_d(x_d) - \beta_d)`.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> net = unconstrained_monotone(2, width=4).network()
+    >>> conditioning = Conditioning(net, torch.zeros(2))
+    >>> list(conditioning.named())[:3]
+    ['conditioned hidden_weight', 'conditioned hidden_bias', 'conditioned output_weight']
+    """
 
     network: NamedTuple
     log_scale: torch.Tensor | None
@@ -209,7 +247,12 @@ MAX_LOG_SCALE = 5.0
 
 
 def bounded_log_scale(raw: torch.Tensor) -> torch.Tensor:
-    """The log-scale of a conditioner's number: within (-MAX_LOG_SCALE, MAX_LOG_SCALE), 0 at 0."""
+    r"""The log-scale of a conditioner's number v: :math:`\sigma = B \tanh(v / B)` with
+    B = :data:`MAX_LOG_SCALE`, within (-B, B), 0 at 0, with slope 1 there.
+
+    >>> bounded_log_scale(torch.tensor([0.0, 1000.0, -1000.0])).tolist()
+    [0.0, 5.0, -5.0]
+    """
     return MAX_LOG_SCALE * torch.tanh(raw / MAX_LOG_SCALE)
 
 
@@ -290,8 +333,19 @@ class _Conditioned(MonotoneBase):
 
 
 class MonotoneAutoregressive(_Conditioned):
-    """Autoregressive machinery: subclasses mix in a family (``ConstrainedFamily`` or
-    ``UnconstrainedFamily``) and give the masked conditioner as ``self.arn``."""
+    r"""Autoregressive machinery: subclasses mix in a family (``ConstrainedFamily`` or
+    ``UnconstrainedFamily``) and give the masked conditioner as ``self.arn``.
+
+    Dimension d maps as :math:`y_d = \beta_d + e^{\sigma_d} (f_d(x_d) - \beta_d)`, the
+    family's map :math:`f_d` with its hidden biases, offset :math:`\beta_d` (and tail) and the
+    log-scale :math:`\sigma_d` (0 with ``scale=False``) given by the conditioner from
+    :math:`x_{<d}` in its variable order: the Jacobian is triangular in that order.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone_autoregressive
+    >>> transform = unconstrained_monotone_autoregressive(3, width=4)
+    >>> isinstance(transform, MonotoneAutoregressive), transform.autoregressive
+    (True, True)
+    """
 
     autoregressive = True
 
@@ -392,8 +446,20 @@ def _check_split(input_dim: int, split_dim: int) -> None:
 
 
 class MonotoneCoupling(_Conditioned):
-    """Coupling machinery: subclasses mix in a family and give the dense conditioner of the
-    first ``split_dim`` coordinates as ``self.nn``."""
+    r"""Coupling machinery: subclasses mix in a family and give the dense conditioner of the
+    first ``split_dim`` coordinates as ``self.nn``.
+
+    With k = ``split_dim``: :math:`y_{1:k} = x_{1:k}` and, for d > k,
+    :math:`y_d = \beta_d + e^{\sigma_d} (f_d(x_d) - \beta_d)` with the network of
+    :math:`f_d`, the offset :math:`\beta_d` and the log-scale :math:`\sigma_d` given by the
+    conditioner from :math:`x_{1:k}`.
+
+    >>> from pyro_overparam_flows import constrained_monotone_coupling
+    >>> transform = constrained_monotone_coupling(4, width=4)
+    >>> x = torch.randn(3, 4)
+    >>> isinstance(transform, MonotoneCoupling), torch.equal(transform(x)[:, :2], x[:, :2])
+    (True, True)
+    """
 
     def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module, scale: bool = True):
         super().__init__(input_dim, scale)
@@ -503,7 +569,16 @@ class _Conditional(RefuseHalfPrecision, ConditionalTransformModule):
 
 class ConditionalMonotoneAutoregressive(_Conditional):
     """Conditional autoregressive machinery: ``self.nn`` is a conditional masked network
-    (Pyro's :class:`~pyro.nn.ConditionalAutoRegressiveNN`); subclasses mix in a family."""
+    (Pyro's :class:`~pyro.nn.ConditionalAutoRegressiveNN`); subclasses mix in a family.
+    :meth:`condition` gives the :class:`MonotoneAutoregressive` of a context.
+
+    >>> from pyro_overparam_flows import conditional_unconstrained_monotone_autoregressive
+    >>> transform = conditional_unconstrained_monotone_autoregressive(3, 2, width=4)
+    >>> isinstance(transform, ConditionalMonotoneAutoregressive)
+    True
+    >>> isinstance(transform.condition(torch.zeros(2)), MonotoneAutoregressive)
+    True
+    """
 
     def __init__(self, input_dim: int, autoregressive_nn: nn.Module, scale: bool = True):
         super().__init__(input_dim, autoregressive_nn, scale)
@@ -522,7 +597,16 @@ class ConditionalMonotoneAutoregressive(_Conditional):
 
 class ConditionalMonotoneCoupling(_Conditional):
     """Conditional coupling machinery: ``self.nn`` is a conditional dense network (Pyro's
-    :class:`~pyro.nn.ConditionalDenseNN`) of the first ``split_dim`` coordinates."""
+    :class:`~pyro.nn.ConditionalDenseNN`) of the first ``split_dim`` coordinates.
+    :meth:`condition` gives the :class:`MonotoneCoupling` of a context.
+
+    >>> from pyro_overparam_flows import conditional_constrained_monotone_coupling
+    >>> transform = conditional_constrained_monotone_coupling(4, 3, width=4)
+    >>> isinstance(transform, ConditionalMonotoneCoupling)
+    True
+    >>> isinstance(transform.condition(torch.zeros(3)), MonotoneCoupling)
+    True
+    """
 
     def __init__(self, input_dim: int, split_dim: int, hypernet: nn.Module, scale: bool = True):
         super().__init__(input_dim, hypernet, scale)
@@ -572,16 +656,45 @@ class _CouplingSetup:
 
 
 class AutoregressiveFlow(_AutoregressiveSetup, MonotoneAutoregressive):
-    """An autoregressive flow of the family mixed in before this class."""
+    """An autoregressive flow of the family mixed in before this class.
+
+    >>> from pyro.nn import AutoRegressiveNN
+    >>> from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
+    >>> class Flow(UnconstrainedFamily, AutoregressiveFlow):
+    ...     pass
+    >>> flow = Flow(2, AutoRegressiveNN(2, [8], param_dims=[4 + 2]), width=4)
+    >>> x = torch.randn(3, 2)
+    >>> torch.allclose(flow(x), x, atol=1e-6)  # the identity at initialization
+    True
+    """
 
 
 class CouplingFlow(_CouplingSetup, MonotoneCoupling):
-    """A coupling flow of the family mixed in before this class."""
+    """A coupling flow of the family mixed in before this class.
+
+    >>> from pyro.nn import DenseNN
+    >>> from pyro_overparam_flows.transforms.constrained import ConstrainedFamily
+    >>> class Flow(ConstrainedFamily, CouplingFlow):
+    ...     pass
+    >>> flow = Flow(3, 1, DenseNN(1, [8], param_dims=[(4 + 3) * 2]), width=4)
+    >>> flow(torch.randn(5, 3)).shape
+    torch.Size([5, 3])
+    """
 
 
 class ConditionalAutoregressiveFlow(_AutoregressiveSetup, ConditionalMonotoneAutoregressive):
-    """A conditional autoregressive flow of the family mixed in before this class."""
+    """A conditional autoregressive flow of the family mixed in before this class.
+
+    >>> from pyro_overparam_flows import ConditionalUnconstrainedMonotoneAutoregressive
+    >>> issubclass(ConditionalUnconstrainedMonotoneAutoregressive, ConditionalAutoregressiveFlow)
+    True
+    """
 
 
 class ConditionalCouplingFlow(_CouplingSetup, ConditionalMonotoneCoupling):
-    """A conditional coupling flow of the family mixed in before this class."""
+    """A conditional coupling flow of the family mixed in before this class.
+
+    >>> from pyro_overparam_flows import ConditionalConstrainedMonotoneCoupling
+    >>> issubclass(ConditionalConstrainedMonotoneCoupling, ConditionalCouplingFlow)
+    True
+    """

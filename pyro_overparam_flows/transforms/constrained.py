@@ -41,14 +41,25 @@ def _tail_slope(raw: torch.Tensor) -> torch.Tensor:
 
 
 class ConstrainedFamily:
-    """The per-dimension weights and the mathematics of constrained maps, shared by the
+    r"""The per-dimension weights and the mathematics of constrained maps, shared by the
     element-wise, autoregressive, coupling and conditional transforms (a mixin for
-    :class:`torch.nn.Module` subclasses).
+    :class:`torch.nn.Module` subclasses): dimension d maps as
+
+        :math:`f_d(x) = c_m \sum_{r=1}^m a_{dr}\,\sigma(w_{dr} x + b_{dr}) + s_d x + \beta_d,
+        \qquad a_{dr}, w_{dr} > 0`
+
+    (:func:`~pyro_overparam_flows.maps.constrained_map`).
 
     The positive weights w and a are parameters of shape ``(dim, width)``. The hidden biases b,
     the tail s and the offset beta are parameters of the element-wise transform, and the output
     of a conditioner otherwise: :attr:`free_size` numbers per dimension, laid out as
     ``[b_1 .. b_m, beta, raw s]`` (``raw s`` only with a tail; s = MIN_SLOPE + softplus(raw s)).
+
+    >>> transform = ConstrainedMonotone(2, width=8)
+    >>> isinstance(transform, ConstrainedFamily), transform.free_size  # m biases, beta, s
+    (True, 10)
+    >>> bool((transform.hidden_weight > 0).all() and (transform.output_weight > 0).all())
+    True
     """
 
     def _setup_family(

@@ -45,7 +45,12 @@ _INTEGRATIONS = ("auto", "exact", *QUADRATURE_RULES)
 class UnconstrainedFamily:
     r"""The per-dimension weights, the quadrature rule and the mathematics of unconstrained maps,
     shared by the element-wise, autoregressive, coupling and conditional transforms (a mixin for
-    :class:`torch.nn.Module` subclasses).
+    :class:`torch.nn.Module` subclasses): dimension d maps as
+
+        :math:`f_d(x) = \beta_d + \int_0^x \phi\big(N_d(t)\big)\,dt, \qquad
+        N_d(t) = c_m \sum_{r=1}^m a_{dr}\,\rho(w_{dr} t + b_{dr})`
+
+    (:func:`~pyro_overparam_flows.maps.unconstrained_map`).
 
     The hidden weights w and output weights a are of shape ``(dim, width)`` (a is a buffer for
     the presets whose output layer is not trained). The hidden biases b and the offset beta are
@@ -53,6 +58,12 @@ class UnconstrainedFamily:
     :attr:`free_size` numbers per dimension, laid out as ``[b_1 .. b_m, beta]``. The tail, when
     there is one, is fixed: :math:`f' = s + (1 - s)\phi(N)` with
     :math:`s` = :data:`~pyro_overparam_flows.maps.MIN_SLOPE`.
+
+    >>> transform = UnconstrainedMonotone(2, width=8)
+    >>> isinstance(transform, UnconstrainedFamily), transform.free_size  # m biases, beta
+    (True, 9)
+    >>> transform.integration, transform.has_tail
+    ('exact', True)
     """
 
     def _setup_family(
