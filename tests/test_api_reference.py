@@ -42,6 +42,7 @@ MODULES = [
     "pyro_overparam_flows.experiments",
     "pyro_overparam_flows.experiments.runs",
     "pyro_overparam_flows.experiments.sweep",
+    "pyro_overparam_flows.experiments.summary",
     "pyro_overparam_flows.experiments.plots",
     "pyro_overparam_flows.experiments.infinite_width",
     "pyro_overparam_flows.parametrizations",

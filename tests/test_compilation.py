@@ -9,7 +9,6 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from conftest import random_network, split_reference
 from pyro_overparam_flows import unconstrained_monotone_autoregressive
 from pyro_overparam_flows.numerics import compilation, piecewise, relu_integral
 from pyro_overparam_flows.numerics.compilation import (
@@ -20,6 +19,8 @@ from pyro_overparam_flows.numerics.compilation import (
     compile_mode,
     set_compile_mode,
 )
+
+from helpers import random_network, split_reference
 
 
 @pytest.fixture

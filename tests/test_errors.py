@@ -6,7 +6,6 @@ import pyro
 import pytest
 import torch
 
-from conftest import perturb_
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     ConstrainedMonotoneAutoregressive,
@@ -27,6 +26,8 @@ from pyro_overparam_flows import (
 from pyro_overparam_flows.maps import constrained_range
 from pyro_overparam_flows.numerics import quadrature_rule
 from pyro_overparam_flows.transforms.conditioned import bounded_log_scale
+
+from helpers import perturb_
 
 HELPERS = [constrained_monotone, unconstrained_monotone]
 

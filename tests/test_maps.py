@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import perturb_, spread
 from pyro_overparam_flows import constrained_monotone
 from pyro_overparam_flows.activations import SATURATING
 from pyro_overparam_flows.maps import (
@@ -13,6 +12,8 @@ from pyro_overparam_flows.maps import (
     constrained_map,
     constrained_map_and_slope,
 )
+
+from helpers import perturb_, spread
 
 
 @pytest.mark.parametrize("tail", [True, False], ids=["tail", "no-tail"])

@@ -11,7 +11,6 @@ import torch
 from pyro.distributions.transforms import Permute, affine_autoregressive, spline_coupling
 from pyro.nn import AutoRegressiveNN
 
-from conftest import TOLERANCE, perturb_
 from pyro_overparam_flows import (
     ConditionalUnconstrainedMonotoneAutoregressive,
     ConstrainedMonotone,
@@ -26,6 +25,8 @@ from pyro_overparam_flows import (
     unconstrained_monotone_autoregressive,
     unconstrained_monotone_coupling,
 )
+
+from helpers import TOLERANCE, perturb_
 
 CONTEXT_DIM = 3
 WIDTH = 6

@@ -7,7 +7,6 @@ import pytest
 import torch
 from scipy import integrate
 
-from conftest import network_integrand, random_network, split_reference
 from pyro_overparam_flows.activations import HIDDEN, POSITIVE
 from pyro_overparam_flows.numerics import (
     RELU_INTEGRANDS,
@@ -18,6 +17,8 @@ from pyro_overparam_flows.numerics import (
     solve_increasing,
 )
 from pyro_overparam_flows.transforms.unconstrained import DEFAULT_QUADRATURE_NODES
+
+from helpers import network_integrand, random_network, split_reference
 
 SMOOTH = ("tanh", "sigmoid", "softplus", "erf")
 

@@ -17,13 +17,14 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.infer.autoguide import AutoNormal
 
 import pyro_overparam_flows as pof
-from conftest import perturb_
 from pyro_overparam_flows.maps import MIN_SLOPE
 from pyro_overparam_flows.numerics import quadrature_rule
 from pyro_overparam_flows.parametrizations import (
     CONSTRAINED_PARAMETRIZATIONS,
     UNCONSTRAINED_PARAMETRIZATIONS,
 )
+
+from helpers import perturb_
 
 SETTINGS = settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True

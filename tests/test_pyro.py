@@ -10,7 +10,6 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 from pyro.optim.clipped_adam import ClippedAdam as TorchClippedAdam
 
-from conftest import perturb_
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     UnconstrainedMonotone,
@@ -21,6 +20,8 @@ from pyro_overparam_flows import (
 )
 from pyro_overparam_flows.datasets import mixture_of_gaussians
 from pyro_overparam_flows.training import density, fit_density, negative_log_likelihood
+
+from helpers import perturb_
 
 HELPERS = {
     "constrained": lambda: constrained_monotone(2, width=16),

@@ -10,7 +10,6 @@ import pytest
 import torch
 from scipy import integrate
 
-from conftest import TOLERANCE, network_integrand, perturb_, random_network, spread
 from pyro_overparam_flows import (
     ConstrainedMonotone,
     UnconstrainedMonotone,
@@ -19,6 +18,8 @@ from pyro_overparam_flows import (
 )
 from pyro_overparam_flows.activations import HIDDEN, POSITIVE
 from pyro_overparam_flows.maps import MIN_SLOPE, constrained_range
+
+from helpers import TOLERANCE, network_integrand, perturb_, random_network, spread
 
 CONSTRAINED = {
     f"constrained-{activation}-{positivity}-{'tail' if tail else 'bounded'}": (

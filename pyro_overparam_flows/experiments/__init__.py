@@ -16,7 +16,8 @@ from .runs import (
     prepare_data,
     train_run,
 )
-from .sweep import FULL, QUICK, SweepConfig, format_table, run_sweep, summarize, write_results
+from .summary import format_table, summarize
+from .sweep import FULL, QUICK, SweepConfig, run_sweep, write_results
 
 __all__ = [
     "FAMILIES",

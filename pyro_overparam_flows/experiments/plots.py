@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .runs import FAMILIES, LAYERS, RunResult
-from .sweep import summarize
+from .summary import summarize
 
 __all__ = ["plot_sweep"]
 
