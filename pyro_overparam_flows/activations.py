@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .validation import check_choice
+
 __all__ = [
     "HIDDEN",
     "POSITIVE",
@@ -243,7 +245,4 @@ def lookup(table: Mapping[str, object], name: str, argument: str):
     ...
     ValueError: unknown activation 'relu'; allowed values are 'tanh', 'sigmoid'
     """
-    if not isinstance(name, str) or name not in table:
-        allowed = ", ".join(repr(k) for k in table)
-        raise ValueError(f"unknown {argument} {name!r}; allowed values are {allowed}")
-    return table[name]
+    return table[check_choice(name, table, argument)]

@@ -8,6 +8,8 @@ from typing import NamedTuple
 import pyro.distributions as dist
 import torch
 
+from .validation import check_positive_int, check_positive_number
+
 __all__ = [
     "PAPER_DATASETS",
     "Preprocessed",
@@ -88,9 +90,8 @@ def mixture_of_gaussians(
 
 
 def _check_sizes(train_size: int, test_size: int) -> None:
-    for name, size in (("train_size", train_size), ("test_size", test_size)):
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {size!r}")
+    check_positive_int(train_size, "train_size")
+    check_positive_int(test_size, "test_size")
 
 
 class _Mixture(dist.TorchDistribution):
@@ -333,8 +334,7 @@ def scale_to_ball(split: Split, radius: float = 0.5) -> Preprocessed:
     >>> round(float(data.train.norm(dim=-1).max()), 12)
     0.5
     """
-    if not (isinstance(radius, float | int) and not isinstance(radius, bool) and radius > 0):
-        raise ValueError(f"radius must be a positive number, got {radius!r}")
+    check_positive_number(radius, "radius")
     largest = split.train.norm(dim=-1).max()
     # One scale per coordinate, so that the map's log-determinant counts every dimension.
     return _affine(

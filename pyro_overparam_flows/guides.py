@@ -47,7 +47,7 @@ from .transforms.autoregressive import (
     _free_size,
     _masked_network,
 )
-from .transforms.base import check_input_dim
+from .validation import check_choice, check_positive_int, check_positive_number
 
 __all__ = ["FAMILIES", "AutoMonotoneFlow"]
 
@@ -233,15 +233,12 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         num_summary_samples: int = 10000,
         **family_kwargs: Any,
     ):
-        if family not in FAMILIES:
-            allowed = ", ".join(repr(name) for name in FAMILIES)
-            raise ValueError(f"unknown family {family!r}; allowed values are {allowed}")
-        check_input_dim(layers, "layers")
-        check_input_dim(num_summary_samples, "num_summary_samples")
+        check_choice(family, FAMILIES, "family")
+        check_positive_int(layers, "layers")
+        check_positive_int(num_summary_samples, "num_summary_samples")
         if hidden_dims is not None:
-            hidden_dims = [check_input_dim(h, "each of hidden_dims") for h in hidden_dims]
-        if not (isinstance(init_scale, float | int) and 0 < init_scale < math.inf):
-            raise ValueError(f"init_scale must be a positive number, got {init_scale!r}")
+            hidden_dims = [check_positive_int(h, "each of hidden_dims") for h in hidden_dims]
+        check_positive_number(init_scale, "init_scale")
         super().__init__(model, self._flow)
         self.init_loc_fn = init_loc_fn
         self.init_scale = float(init_scale)

@@ -60,6 +60,7 @@ from .activations import HIDDEN, lookup
 from .maps import constrained_map, network_output
 from .numerics import quadrature_rule
 from .transforms import ConstrainedMonotone, MonotoneTransformModule, UnconstrainedMonotone
+from .validation import check_choice, check_positive_int, check_positive_number
 
 __all__ = [
     "Kernels",
@@ -172,8 +173,7 @@ def empirical_ntk(
             "empirical_ntk takes an element-wise ConstrainedMonotone or UnconstrainedMonotone, "
             f"got {type(transform).__name__}"
         )
-    if output not in _OUTPUTS:
-        raise ValueError(f"unknown output {output!r}; allowed values are {_OUTPUTS}")
+    check_choice(output, _OUTPUTS, "output")
     dim = transform.input_dim
     points = []
     for name, value in (("x", x), ("x2", x2)):
@@ -292,12 +292,10 @@ def infinite_width_kernels(
     True
     """
     rho = lookup(HIDDEN, activation, "activation")
-    if weights not in _WEIGHTS:
-        raise ValueError(f"unknown weights {weights!r}; allowed values are {_WEIGHTS}")
+    check_choice(weights, _WEIGHTS, "weights")
     _check_scales(hidden_std, bias_std, output_variance)
-    for name, value in (("angular_nodes", angular_nodes), ("radial_nodes", radial_nodes)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_int(angular_nodes, "angular_nodes")
+    check_positive_int(radial_nodes, "radial_nodes")
     first = _as_points(x, "x")
     second = first if x2 is None else _as_points(x2, "x2").to(first)
     dtype, device = first.dtype, first.device
@@ -364,9 +362,8 @@ def infinite_width_kernels(
 
 
 def _check_scales(hidden_std: float, bias_std: float, output_variance: float) -> None:
-    for name, value in (("hidden_std", hidden_std), ("bias_std", bias_std)):
-        if not (isinstance(value, float | int) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    check_positive_number(hidden_std, "hidden_std")
+    check_positive_number(bias_std, "bias_std")
     if not (isinstance(output_variance, float | int) and 0 <= output_variance < math.inf):
         raise ValueError(f"output_variance must be a number >= 0, got {output_variance!r}")
 

@@ -55,6 +55,7 @@ MODULES = [
     "pyro_overparam_flows.numerics.piecewise",
     "pyro_overparam_flows.numerics.root_finding",
     "pyro_overparam_flows.numerics.compilation",
+    "pyro_overparam_flows.validation",
 ]
 
 # Modules with no public API of their own: the command line.

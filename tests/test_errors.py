@@ -75,7 +75,7 @@ def test_unknown_names_list_the_allowed_values(factory, argument, allowed):
 
 @pytest.mark.parametrize("nodes", [0, -4, 2.0])
 def test_quadrature_nodes_must_be_positive(nodes):
-    with pytest.raises(ValueError, match="quadrature_nodes must be a positive integer"):
+    with pytest.raises(ValueError, match="quadrature_nodes must be an integer >= 1"):
         UnconstrainedMonotone(1, activation="tanh", quadrature_nodes=nodes)
 
 

@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from ..datasets import mixture_of_gaussians, zscore
 from ..ntk import empirical_ntk, infinite_width_ntk, kernel_distance
 from ..transforms import constrained_monotone, unconstrained_monotone
+from ..validation import check_choice
 from .runs import FAMILIES, layer_distances
 
 __all__ = ["kernel_convergence", "laziness", "plot_kernels"]
 
 
 def _flow(family: str, width: int, parametrization: str, dtype: torch.dtype):
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; allowed values are {FAMILIES}")
+    check_choice(family, FAMILIES, "family")
     if family == "constrained":
         # The weights themselves are the parameters, as in the infinite-width kernel.
         flow = constrained_monotone(

@@ -49,6 +49,7 @@ from ..transforms import (
     unconstrained_monotone,
     unconstrained_monotone_autoregressive,
 )
+from ..validation import check_choice
 
 __all__ = [
     "FAMILIES",
@@ -136,14 +137,6 @@ _BASES = ("normal", "exponential")
 _PREPROCESSING: dict[str, Callable] = {"zscore": zscore, "ball": scale_to_ball}
 
 
-def _check_choice(value: str, allowed, name: str) -> str:
-    if value not in allowed:
-        raise ValueError(
-            f"unknown {name} {value!r}; allowed values are {', '.join(map(repr, allowed))}"
-        )
-    return value
-
-
 def make_flow(
     family: str, dim: int, width: int, setting: TrainingSetting
 ) -> torch.distributions.Transform:
@@ -153,7 +146,7 @@ def make_flow(
     >>> type(make_flow("unconstrained", 2, 16, PAPER_SETTINGS["unconstrained"])).__name__
     'UnconstrainedMonotoneAutoregressive'
     """
-    _check_choice(family, FAMILIES, "family")
+    check_choice(family, FAMILIES, "family")
     options = {"parametrization": setting.parametrization, **dict(setting.options)}
     if dim == 1:
         make = constrained_monotone if family == "constrained" else unconstrained_monotone
@@ -199,7 +192,7 @@ class DensityModel(nn.Module):
     ):
         super().__init__()
         self.transform = transform
-        self.base = _check_choice(base, _BASES, "base")
+        self.base = check_choice(base, _BASES, "base")
         if (start is None) != (base == "normal"):
             raise ValueError("start is needed by the exponential base, and only by it")
         if base == "exponential" and not (
@@ -257,14 +250,14 @@ def prepare_data(
     >>> round(float(data.train.norm(dim=-1).max()), 6), bool((data.test >= start).all())
     (0.5, True)
     """
-    make = PAPER_DATASETS[_check_choice(dataset, tuple(PAPER_DATASETS), "dataset")]
+    make = PAPER_DATASETS[check_choice(dataset, tuple(PAPER_DATASETS), "dataset")]
     split = make(train_size, test_size, seed=seed, dtype=torch.float64)
     preprocess = _PREPROCESSING[
-        _check_choice(setting.preprocessing, tuple(_PREPROCESSING), "preprocessing")
+        check_choice(setting.preprocessing, tuple(_PREPROCESSING), "preprocessing")
     ]
     data = preprocess(split)
     start = None
-    if _check_choice(setting.base, _BASES, "base") == "exponential":
+    if check_choice(setting.base, _BASES, "base") == "exponential":
         start = torch.minimum(data.train.min(0).values, data.test.min(0).values)
     true_train, true_test = (float(-split.distribution.log_prob(v).mean()) for v in split[:2])
     return data, start, true_train, true_test
@@ -425,7 +418,7 @@ def train_run(
     >>> [r["epoch"] for r in result.history]
     [0, 1]
     """
-    _check_choice(family, FAMILIES, "family")
+    check_choice(family, FAMILIES, "family")
     setting = PAPER_SETTINGS[family] if setting is None else setting
     if epochs is not None:
         setting = replace(setting, epochs=epochs)

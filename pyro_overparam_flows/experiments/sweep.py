@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..datasets import PAPER_DATASETS
+from ..validation import check_choice, check_positive_int
 from .runs import FAMILIES, PAPER_SETTINGS, RunResult, TrainingSetting, train_run
 from .summary import format_table, summarize
 
@@ -84,26 +85,20 @@ class SweepConfig:
 
     def __post_init__(self):
         for name in self.datasets:
-            if name not in PAPER_DATASETS:
-                allowed = ", ".join(map(repr, PAPER_DATASETS))
-                raise ValueError(f"unknown dataset {name!r}; allowed values are {allowed}")
+            check_choice(name, PAPER_DATASETS, "dataset")
         for family in self.families:
-            if family not in FAMILIES:
-                raise ValueError(f"unknown family {family!r}; allowed values are {FAMILIES}")
+            check_choice(family, FAMILIES, "family")
         if not self.datasets or not self.families or not self.widths or not self.seeds:
             raise ValueError("datasets, families, widths and seeds must each be non-empty")
         if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.widths):
             raise ValueError(f"widths must be integers >= 1, got {self.widths}")
         if self.epochs is not None and self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; allowed values are {tuple(_DTYPES)}")
+        check_choice(self.dtype, _DTYPES, "dtype")
         if self.jobs < 1 or self.threads < 1:
             raise ValueError(f"jobs and threads must be >= 1, got {self.jobs}, {self.threads}")
         for name in ("train_size", "test_size", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+            check_positive_int(getattr(self, name), name)
         if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
             raise ValueError(f"seeds must be integers >= 0, got {self.seeds}")
         try:

@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from ..validation import check_choice
+
 __all__ = [
     "AUTO_MIN_ELEMENTS",
     "AUTO_PAYBACK_SECONDS",
@@ -67,10 +69,7 @@ class CompilationNotice(UserWarning):
 
 
 def _check_mode(mode: object) -> str:
-    if not isinstance(mode, str) or mode not in COMPILE_MODES:
-        allowed = ", ".join(repr(m) for m in COMPILE_MODES)
-        raise ValueError(f"unknown compile mode {mode!r}; allowed values are {allowed}")
-    return mode  # type: ignore[return-value]
+    return check_choice(mode, COMPILE_MODES, "compile mode")  # type: ignore[return-value]
 
 
 def _mode_from_environment() -> str:

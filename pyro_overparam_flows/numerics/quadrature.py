@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..activations import HiddenActivation, PositiveFunction
+from ..validation import check_choice, check_positive_int
 
 __all__ = ["QUADRATURE_RULES", "integrate_one_hidden_layer", "quadrature_rule"]
 
@@ -77,11 +78,8 @@ def quadrature_rule(
     >>> float(weights.sum())
     1.0
     """
-    if rule not in QUADRATURE_RULES:
-        allowed = ", ".join(repr(k) for k in QUADRATURE_RULES)
-        raise ValueError(f"unknown quadrature {rule!r}; allowed values are {allowed}")
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"quadrature_nodes must be a positive integer, got {count!r}")
+    check_choice(rule, QUADRATURE_RULES, "quadrature")
+    check_positive_int(count, "quadrature_nodes")
     nodes, weights = QUADRATURE_RULES[rule](count)
     as_tensor = lambda v: torch.as_tensor(np.ascontiguousarray(v), dtype=dtype, device=device)  # noqa: E731
     return as_tensor(nodes), as_tensor(weights)

@@ -11,13 +11,12 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ..numerics.root_finding import DEFAULT_MAX_ITERATIONS
 from ..parametrizations import Parametrization
+from ..validation import check_dtype, check_positive_int
 
 __all__ = [
     "MonotoneBase",
     "MonotoneTransformModule",
     "RefuseHalfPrecision",
-    "SUPPORTED_DTYPES",
-    "check_dtype",
     "check_input_dim",
     "check_width",
     "implicit_step",
@@ -128,29 +127,6 @@ def overflow_error(
     )
 
 
-#: The dtypes the flows compute in. Half precision is refused rather than computed badly: the
-#: inverse's Newton solve stalls at about 6% relative error in bfloat16.
-SUPPORTED_DTYPES = (torch.float32, torch.float64)
-
-
-def check_dtype(dtype: torch.dtype, what: str) -> None:
-    """A ValueError unless ``dtype`` is float32 or float64 (:data:`SUPPORTED_DTYPES`).
-
-    >>> check_dtype(torch.float64, "x of dtype")  # returns None
-    >>> check_dtype(torch.bfloat16, "x of dtype")
-    Traceback (most recent call last):
-    ...
-    ValueError: x of dtype torch.bfloat16 is not supported: the flows compute in torch.float32 ...
-    """
-    if dtype not in SUPPORTED_DTYPES:
-        raise ValueError(
-            f"{what} {dtype} is not supported: the flows compute in torch.float32 or "
-            "torch.float64 (in half precision their inverse and log-Jacobians lose most of "
-            "their digits); keep the flow in float32 and cast its inputs with .float(), also "
-            "under torch.autocast"
-        )
-
-
 class RefuseHalfPrecision:
     """A mixin for :class:`torch.nn.Module` s: ``.to()``, ``.half()`` and the like raise a
     ValueError, before converting anything, when asked for a dtype other than float32 or
@@ -237,9 +213,7 @@ def check_input_dim(value: object, name: str = "input_dim") -> int:
     ...
     ValueError: layers must be an integer >= 1, got 0
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
+    return check_positive_int(value, name)
 
 
 def resolve_tail(tail: object, parametrization: Parametrization) -> bool:
@@ -270,9 +244,7 @@ def check_width(width: object) -> int:
     ...
     ValueError: width must be an integer >= 1, got True
     """
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be an integer >= 1, got {width!r}")
-    return width
+    return check_positive_int(width, "width")
 
 
 _optimizer_steps = 0
