@@ -96,6 +96,8 @@ class UnconstrainedNetwork(NamedTuple):
     offset: torch.Tensor
     multiplier: float
     tail: float | None = None
+    #: The (nodes, weights) rule the map integrates with; None for the exact ReLU integral.
+    quadrature: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from pyro_overparam_flows import (
 )
 from pyro_overparam_flows.maps import constrained_range
 from pyro_overparam_flows.numerics import quadrature_rule
-from pyro_overparam_flows.transforms.conditioned import bounded_log_scale
+from pyro_overparam_flows.transforms.conditioners import bounded_log_scale
 
 from helpers import perturb_
 

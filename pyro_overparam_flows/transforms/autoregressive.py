@@ -1,29 +1,229 @@
-"""Autoregressive monotone flows, plain and conditional, of both families."""
+"""The autoregressive structure and its conditional twin, and the autoregressive monotone
+flows of both families (Pyro-named classes and helpers)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
+import torch
 from pyro.nn import AutoRegressiveNN, ConditionalAutoRegressiveNN
+from torch import nn
 
-from ..activations import lookup
-from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS
-from .base import check_input_dim, check_width, resolve_tail
-from .conditioned import AutoregressiveFlow, ConditionalAutoregressiveFlow
+from ..validation import check_positive_int
+from .conditioners import (
+    ConditionalFlow,
+    ConditionedFlow,
+    Conditioning,
+    WithContext,
+    conditioner_size,
+    default_hidden_dims,
+    masked_network,
+    start_family_,
+)
 from .constrained import ConstrainedFamily
+from .family import Family
 from .unconstrained import UnconstrainedFamily
 
 __all__ = [
     "ConditionalConstrainedMonotoneAutoregressive",
+    "ConditionalMonotoneAutoregressive",
     "ConditionalUnconstrainedMonotoneAutoregressive",
     "ConstrainedMonotoneAutoregressive",
+    "MonotoneAutoregressive",
     "UnconstrainedMonotoneAutoregressive",
     "conditional_constrained_monotone_autoregressive",
     "conditional_unconstrained_monotone_autoregressive",
     "constrained_monotone_autoregressive",
+    "monotone_autoregressive",
     "unconstrained_monotone_autoregressive",
 ]
+
+
+def _check_order(network: nn.Module, pyro_name: str) -> None:
+    if not isinstance(getattr(network, "permutation", None), torch.Tensor):
+        raise ValueError(
+            "autoregressive_nn must expose its variable order as a tensor attribute "
+            f"`permutation`, as Pyro's {pyro_name} does; got {type(network).__name__}"
+        )
+
+
+def _set_column(x: torch.Tensor, index: torch.Tensor, column: torch.Tensor) -> torch.Tensor:
+    """x with its coordinate ``index`` replaced by ``column`` (shape ``(..., 1)``), out of place,
+    the batch shapes broadcast."""
+    batch = torch.broadcast_shapes(x.shape[:-1], column.shape[:-1])
+    return x.expand(batch + x.shape[-1:]).index_copy(-1, index, column.expand(batch + (1,)))
+
+
+class MonotoneAutoregressive(ConditionedFlow):
+    r"""The autoregressive structure: ``family``'s maps with their free numbers given by the
+    masked network ``autoregressive_nn`` (``self.arn``), whose ``permutation`` is the order.
+
+    Dimension d maps as :math:`y_d = \beta_d + e^{\sigma_d} (f_d(x_d) - \beta_d)`, the
+    family's map :math:`f_d` with its hidden biases, offset :math:`\beta_d` (and tail) and the
+    log-scale :math:`\sigma_d` (0 with ``scale=False``) given by the conditioner from
+    :math:`x_{<d}` in its variable order: the Jacobian is triangular in that order.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone_autoregressive
+    >>> transform = unconstrained_monotone_autoregressive(3, width=4)
+    >>> isinstance(transform, MonotoneAutoregressive), transform.autoregressive
+    (True, True)
+    """
+
+    autoregressive = True
+
+    def __init__(
+        self,
+        input_dim: int,
+        family: Family,
+        autoregressive_nn: nn.Module,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        parent: nn.Module | None = None,
+    ):
+        super().__init__(input_dim, family, scale=scale, parent=parent)
+        _check_order(autoregressive_nn, "AutoRegressiveNN")
+        self.arn = autoregressive_nn
+        if parent is None:
+            start_family_(self, input_dim, autoregressive_nn, init_conditioner)
+
+    def _condition_on(self, x: torch.Tensor) -> Conditioning:
+        out = self.arn(x)
+        expected = (self.conditioner_size, self.input_dim)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != expected:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"the autoregressive network must return one tensor of shape (..., {expected[0]}, "
+                f"{expected[1]}) (numbers per dimension, input_dim), as AutoRegressiveNN("
+                f"input_dim, hidden_dims, param_dims=[{expected[0]}]) does; got {got}"
+            )
+        return self._conditioning(out.transpose(-1, -2))
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, "x")
+        conditioning = self._condition_on(x)
+        self._cache.conditioning = x, conditioning
+        return self._finite(self._apply_map(x, conditioning), "forward map", conditioning.named())
+
+    def map_given(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        r"""Each dimension's map at t with the conditioner fed x: :math:`f_d(t_d; x_{<d})`, of
+        the shape of x (t broadcasts against it); the forward map when t is x. Reuses the
+        conditioner's output of a forward call on the same x.
+
+        >>> from pyro_overparam_flows import unconstrained_monotone_autoregressive
+        >>> transform = unconstrained_monotone_autoregressive(3, width=8)
+        >>> x = torch.randn(4, 3)
+        >>> torch.allclose(transform.map_given(x, x), transform(x))
+        True
+        """
+        self._cache.refresh(self)
+        self._check(x, "x")
+        self._check(t, "t")
+        try:
+            t = torch.broadcast_to(t, x.shape)
+        except RuntimeError:
+            raise ValueError(
+                f"t of shape {tuple(t.shape)} does not broadcast to x's shape {tuple(x.shape)}"
+            ) from None
+        return self._apply_map(t, self._conditioning_for(x))
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""log-Jacobian of the triangular map: :math:`\sum_d \log f_d'(x_d; x_{<d})`."""
+        self._cache.refresh(self)
+        self._check(x, "x")
+        conditioning = self._conditioning_for(x)
+        log_det = self._log_slope(x, conditioning).sum(-1)
+        return self._finite(log_det, "log-Jacobian", conditioning.named())
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y, "y")
+        graph = self._needs_graph(y)
+        order = self.arn.permutation
+        x = torch.zeros_like(y)
+        with torch.set_grad_enabled(graph):
+            for position in range(self.input_dim):
+                index = order[position : position + 1]
+                # The conditioner sees the coordinates solved so far, with their graph, so the
+                # Newton step of the solve carries the gradient through x_<d as well.
+                conditioning = self._condition_on(x)
+                column = Conditioning(
+                    self.family.select(conditioning.network, index),
+                    None
+                    if conditioning.log_scale is None
+                    else conditioning.log_scale.index_select(-1, index),
+                )
+                solved = self._solve_given(y.index_select(-1, index), column, index)
+                x = _set_column(x, index, solved)
+        # The last pass saw every x_<d, so its conditioning is the one of the final x.
+        self._cache.conditioning = x, conditioning
+        return x
+
+
+class ConditionalMonotoneAutoregressive(ConditionalFlow):
+    """Conditional autoregressive machinery: ``self.nn`` is a conditional masked network
+    (Pyro's :class:`~pyro.nn.ConditionalAutoRegressiveNN`); subclasses mix in a family.
+    :meth:`condition` gives the :class:`MonotoneAutoregressive` of a context.
+
+    >>> from pyro_overparam_flows import conditional_unconstrained_monotone_autoregressive
+    >>> transform = conditional_unconstrained_monotone_autoregressive(3, 2, width=4)
+    >>> isinstance(transform, ConditionalMonotoneAutoregressive)
+    True
+    >>> isinstance(transform.condition(torch.zeros(2)), MonotoneAutoregressive)
+    True
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        family: Family,
+        autoregressive_nn: nn.Module,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+    ):
+        _check_order(autoregressive_nn, "ConditionalAutoRegressiveNN")
+        super().__init__(
+            input_dim,
+            family,
+            autoregressive_nn,
+            input_dim,
+            scale=scale,
+            init_conditioner=init_conditioner,
+        )
+
+    def condition(self, context: torch.Tensor) -> MonotoneAutoregressive:
+        """The flow for ``context`` (shape ``(..., context_dim)``), sharing this module's
+        parameters; its batch shape broadcasts against the input's."""
+        bound = WithContext(self.nn, context, self._dtype())
+        return MonotoneAutoregressive(
+            self.input_dim, self.family, bound, scale=self.scale, parent=self
+        )
+
+
+class _FromOptions:
+    """The Pyro-named flows' constructor: the structure with a family of type ``family_type``
+    built from the width and the keyword options."""
+
+    family_type: type[Family]
+
+    def __init__(
+        self,
+        input_dim: int,
+        autoregressive_nn: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **options: Any,
+    ):
+        super().__init__(  # type: ignore[call-arg]
+            input_dim,
+            self.family_type(width, **options),
+            autoregressive_nn,
+            scale=scale,
+            init_conditioner=init_conditioner,
+        )
+
 
 _REFERENCES = """
     References:
@@ -42,7 +242,7 @@ _REFERENCES = """
 """
 
 
-class ConstrainedMonotoneAutoregressive(ConstrainedFamily, AutoregressiveFlow):
+class ConstrainedMonotoneAutoregressive(_FromOptions, MonotoneAutoregressive):
     r"""
     An autoregressive flow whose map of each dimension is a constrained one-hidden-layer network
     (positive weights, as in NAF and Shah et al. 2022) of :math:`x_d`, with hidden biases, offset
@@ -88,14 +288,16 @@ class ConstrainedMonotoneAutoregressive(ConstrainedFamily, AutoregressiveFlow):
         :math:`e^{\sigma_d(x_{<d})}` from a last conditioner output (the affine part of MAF; set
         False for the paper's model).
     :param bool init_conditioner: start the network's last layer as described above.
-    :param family: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
+    :param options: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
         ``projection_floor``, as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = ConstrainedFamily
 
-class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, AutoregressiveFlow):
+
+class UnconstrainedMonotoneAutoregressive(_FromOptions, MonotoneAutoregressive):
     r"""
     An autoregressive flow whose map of each dimension integrates a positive function of a free
     one-hidden-layer network of :math:`(t, x_{<d})`: the multi-dimensional model of Shah et al.
@@ -143,17 +345,17 @@ class UnconstrainedMonotoneAutoregressive(UnconstrainedFamily, AutoregressiveFlo
     :param bool scale: multiply each dimension's integral by :math:`e^{\sigma_d(x_{<d})}` from
         a last conditioner output.
     :param bool init_conditioner: start the network's last layer as described above.
-    :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes``,
+    :param options: ``activation``, ``phi``, ``integration``, ``quadrature_nodes``,
         ``parametrization`` and ``tail``, as for
         :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = UnconstrainedFamily
 
-class ConditionalConstrainedMonotoneAutoregressive(
-    ConstrainedFamily, ConditionalAutoregressiveFlow
-):
+
+class ConditionalConstrainedMonotoneAutoregressive(_FromOptions, ConditionalMonotoneAutoregressive):
     r"""
     The conditional version of :class:`ConstrainedMonotoneAutoregressive`: the hidden biases,
     offset and tail of dimension d are a masked network of :math:`(x_{<d}, z)` for a context z,
@@ -179,14 +381,16 @@ class ConditionalConstrainedMonotoneAutoregressive(
     :param bool scale: as for :class:`ConstrainedMonotoneAutoregressive`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
-    :param family: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
+    :param options: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = ConstrainedFamily
+
 
 class ConditionalUnconstrainedMonotoneAutoregressive(
-    UnconstrainedFamily, ConditionalAutoregressiveFlow
+    _FromOptions, ConditionalMonotoneAutoregressive
 ):
     r"""
     The conditional version of :class:`UnconstrainedMonotoneAutoregressive`: the integrand of
@@ -213,57 +417,43 @@ class ConditionalUnconstrainedMonotoneAutoregressive(
     :param bool scale: as for :class:`UnconstrainedMonotoneAutoregressive`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
-    :param family: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
+    :param options: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
-
-def _free_size(constrained: bool, width: int, options: dict) -> int:
-    """Numbers per dimension the conditioner of a flow built with ``options`` gives."""
-    check_width(width)
-    tail = False
-    if constrained:
-        name = options.get("parametrization", "standard")
-        setting = lookup(CONSTRAINED_PARAMETRIZATIONS, name, "parametrization")
-        tail = resolve_tail(options.get("tail"), setting)
-    return width + 1 + int(tail) + int(options.get("scale", True) is True)
+    family_type = UnconstrainedFamily
 
 
-def _default_hidden_dims(input_dim: int, hidden_dims: list[int] | None) -> list[int]:
-    check_input_dim(input_dim)
-    # Pyro's spline_autoregressive default: two layers of 10 units per input dimension.
-    return [10 * input_dim, 10 * input_dim] if hidden_dims is None else list(hidden_dims)
-
-
-def _masked_network(factory, input_dim: int, *args, **kwargs):
-    with warnings.catch_warnings():
-        # Pyro suggests an affine transform for input_dim = 1; a monotone network is the point.
-        warnings.filterwarnings("ignore", message=".*input_dim = 1.*")
-        return factory(input_dim, *args, **kwargs)
-
-
-def _build(cls, input_dim: int, context_dim: int | None, width: int, hidden_dims, kwargs: dict):
-    """A transform of class ``cls`` with a (conditional, if ``context_dim``) masked network."""
-    constrained = issubclass(cls, ConstrainedFamily)
-    sizes = (_default_hidden_dims(input_dim, hidden_dims),)
-    if context_dim is None:
-        factory = AutoRegressiveNN
-    else:
-        factory, sizes = (
-            ConditionalAutoRegressiveNN,
-            (
-                check_input_dim(context_dim, "context_dim"),
-                *sizes,
-            ),
-        )
-    param_dims = [_free_size(constrained, width, kwargs)]
-    arn = _masked_network(factory, input_dim, *sizes, param_dims=param_dims)
-    return cls(input_dim, arn, width, **kwargs)
+def _build(
+    cls,
+    input_dim: int,
+    context_dim: int | None,
+    width: int,
+    hidden_dims: list[int] | None,
+    permutation: torch.Tensor | None,
+    options: dict,
+):
+    """A transform of class ``cls`` with a (conditional, if ``context_dim``) masked network
+    sized for its family."""
+    structure = {k: options.pop(k) for k in ("scale", "init_conditioner") if k in options}
+    size = conditioner_size(cls.family_type(width, **options), structure.get("scale", True))
+    sizes = (default_hidden_dims(input_dim, hidden_dims),)
+    factory = AutoRegressiveNN
+    if context_dim is not None:
+        factory = ConditionalAutoRegressiveNN
+        sizes = (check_positive_int(context_dim, "context_dim"), *sizes)
+    arn = masked_network(factory, input_dim, *sizes, param_dims=[size], permutation=permutation)
+    return cls(input_dim, arn, width, **structure, **options)
 
 
 def constrained_monotone_autoregressive(
-    input_dim: int, width: int = 64, hidden_dims: list[int] | None = None, **kwargs: Any
+    input_dim: int,
+    width: int = 64,
+    hidden_dims: list[int] | None = None,
+    *,
+    permutation: torch.Tensor | None = None,
+    **kwargs: Any,
 ) -> ConstrainedMonotoneAutoregressive:
     """
     A helper function to create a :class:`ConstrainedMonotoneAutoregressive` object that takes
@@ -277,13 +467,28 @@ def constrained_monotone_autoregressive(
     :param int width: the hidden width m of each dimension's network (default 64).
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
         layers of ``10 * input_dim``).
+    :param torch.Tensor permutation: the variable order of the autoregressive network (default
+        a random permutation, as Pyro's).
     :param kwargs: the keyword arguments of :class:`ConstrainedMonotoneAutoregressive`.
     """
-    return _build(ConstrainedMonotoneAutoregressive, input_dim, None, width, hidden_dims, kwargs)
+    return _build(
+        ConstrainedMonotoneAutoregressive,
+        input_dim,
+        None,
+        width,
+        hidden_dims,
+        permutation,
+        kwargs,
+    )
 
 
 def unconstrained_monotone_autoregressive(
-    input_dim: int, width: int = 64, hidden_dims: list[int] | None = None, **kwargs: Any
+    input_dim: int,
+    width: int = 64,
+    hidden_dims: list[int] | None = None,
+    *,
+    permutation: torch.Tensor | None = None,
+    **kwargs: Any,
 ) -> UnconstrainedMonotoneAutoregressive:
     """
     A helper function to create an :class:`UnconstrainedMonotoneAutoregressive` object that
@@ -298,9 +503,19 @@ def unconstrained_monotone_autoregressive(
     :param int width: the hidden width m of each dimension's integrand network (default 64).
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
         layers of ``10 * input_dim``).
+    :param torch.Tensor permutation: the variable order of the autoregressive network (default
+        a random permutation, as Pyro's).
     :param kwargs: the keyword arguments of :class:`UnconstrainedMonotoneAutoregressive`.
     """
-    return _build(UnconstrainedMonotoneAutoregressive, input_dim, None, width, hidden_dims, kwargs)
+    return _build(
+        UnconstrainedMonotoneAutoregressive,
+        input_dim,
+        None,
+        width,
+        hidden_dims,
+        permutation,
+        kwargs,
+    )
 
 
 def conditional_constrained_monotone_autoregressive(
@@ -308,6 +523,8 @@ def conditional_constrained_monotone_autoregressive(
     context_dim: int,
     width: int = 64,
     hidden_dims: list[int] | None = None,
+    *,
+    permutation: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> ConditionalConstrainedMonotoneAutoregressive:
     """
@@ -324,6 +541,8 @@ def conditional_constrained_monotone_autoregressive(
     :param int width: the hidden width m of each dimension's network (default 64).
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
         layers of ``10 * input_dim``).
+    :param torch.Tensor permutation: the variable order of the autoregressive network (default
+        a random permutation, as Pyro's).
     :param kwargs: the keyword arguments of :class:`ConditionalConstrainedMonotoneAutoregressive`.
     """
     return _build(
@@ -332,6 +551,7 @@ def conditional_constrained_monotone_autoregressive(
         context_dim,
         width,
         hidden_dims,
+        permutation,
         kwargs,
     )
 
@@ -341,6 +561,8 @@ def conditional_unconstrained_monotone_autoregressive(
     context_dim: int,
     width: int = 64,
     hidden_dims: list[int] | None = None,
+    *,
+    permutation: torch.Tensor | None = None,
     **kwargs: Any,
 ) -> ConditionalUnconstrainedMonotoneAutoregressive:
     """
@@ -357,6 +579,8 @@ def conditional_unconstrained_monotone_autoregressive(
     :param int width: the hidden width m of each dimension's integrand network (default 64).
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
         layers of ``10 * input_dim``).
+    :param torch.Tensor permutation: the variable order of the autoregressive network (default
+        a random permutation, as Pyro's).
     :param kwargs: the keyword arguments of
         :class:`ConditionalUnconstrainedMonotoneAutoregressive`.
     """
@@ -366,5 +590,44 @@ def conditional_unconstrained_monotone_autoregressive(
         context_dim,
         width,
         hidden_dims,
+        permutation,
         kwargs,
+    )
+
+
+def monotone_autoregressive(
+    input_dim: int,
+    family: Family,
+    hidden_dims: list[int] | None = None,
+    *,
+    permutation: torch.Tensor | None = None,
+    scale: bool = True,
+    init_conditioner: bool = True,
+) -> MonotoneAutoregressive:
+    """
+    A helper function to create a :class:`MonotoneAutoregressive` of any
+    :class:`~pyro_overparam_flows.transforms.family.Family`, with a masked network sized for it.
+
+    >>> from pyro_overparam_flows.transforms.constrained import ConstrainedFamily
+    >>> transform = monotone_autoregressive(3, ConstrainedFamily(width=8))
+    >>> transform(torch.zeros(4, 3)).shape, transform.conditioner_size  # 8 biases, beta, s, scale
+    (torch.Size([4, 3]), 11)
+
+    :param int input_dim: the dimension of the input variable.
+    :param Family family: the maps of each dimension.
+    :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
+        layers of ``10 * input_dim``).
+    :param torch.Tensor permutation: the variable order (default a random permutation).
+    :param bool scale: as for :class:`MonotoneAutoregressive`.
+    :param bool init_conditioner: as for :class:`MonotoneAutoregressive`.
+    """
+    arn = masked_network(
+        AutoRegressiveNN,
+        input_dim,
+        default_hidden_dims(input_dim, hidden_dims),
+        param_dims=[conditioner_size(family, scale)],
+        permutation=permutation,
+    )
+    return MonotoneAutoregressive(
+        input_dim, family, arn, scale=scale, init_conditioner=init_conditioner
     )

@@ -15,17 +15,25 @@ from ..maps import (
     constrained_range,
 )
 from ..numerics import bracket_increasing, solve_increasing, solver_tolerance
-from ..parametrizations import (
-    CONSTRAINED_PARAMETRIZATIONS,
-    InitialNetwork,
-    initial_constrained_network,
-)
+from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS, initial_constrained_network
 from ..positivity import POSITIVITY
-from .base import MonotoneTransformModule, check_width, preimage_or_error, resolve_tail
+from ..validation import check_positive_int, check_positive_number
+from .base import resolve_tail
+from .elementwise import MonotoneTransformModule
+from .errors import preimage_or_error
+from .family import Family, Weight, select_fields
 
 __all__ = ["ConstrainedFamily", "ConstrainedMonotone", "constrained_monotone"]
 
 _INITIAL_TAIL = 0.5
+# Fields of the network with a trailing width dimension (the others end in the dimension).
+_UNIT_FIELDS = (
+    "hidden_weight",
+    "log_hidden_weight",
+    "hidden_bias",
+    "output_weight",
+    "log_output_weight",
+)
 
 
 def _raw_tail(value: torch.Tensor) -> torch.Tensor:
@@ -40,134 +48,123 @@ def _tail_slope(raw: torch.Tensor) -> torch.Tensor:
     return MIN_SLOPE + nn.functional.softplus(raw)
 
 
-class ConstrainedFamily:
-    r"""The per-dimension weights and the mathematics of constrained maps, shared by the
-    element-wise, autoregressive, coupling and conditional transforms (a mixin for
-    :class:`torch.nn.Module` subclasses): dimension d maps as
+class ConstrainedFamily(Family):
+    r"""The constrained family (:mod:`~pyro_overparam_flows.transforms.family`): dimension d
+    maps as
 
         :math:`f_d(x) = c_m \sum_{r=1}^m a_{dr}\,\sigma(w_{dr} x + b_{dr}) + s_d x + \beta_d,
         \qquad a_{dr}, w_{dr} > 0`
 
     (:func:`~pyro_overparam_flows.maps.constrained_map`).
 
-    The positive weights w and a are parameters of shape ``(dim, width)``. The hidden biases b,
-    the tail s and the offset beta are parameters of the element-wise transform, and the output
-    of a conditioner otherwise: :attr:`free_size` numbers per dimension, laid out as
-    ``[b_1 .. b_m, beta, raw s]`` (``raw s`` only with a tail; s = MIN_SLOPE + softplus(raw s)).
+    The weights are the raw positive weights ``raw_hidden_weight`` and ``raw_output_weight``,
+    shape ``(dim, width)`` (w and a through ``positivity``). The free numbers are
+    ``[b_1 .. b_m, beta, raw s]``: fields ``hidden_bias``, ``offset`` and, with a tail,
+    ``raw_tail`` (s = MIN_SLOPE + softplus(raw s)).
 
+    >>> family = ConstrainedFamily(8)
+    >>> family.free_size, [name for name, _ in family.free_fields()]  # m biases, beta, s
+    (10, ['hidden_bias', 'offset', 'raw_tail'])
     >>> transform = ConstrainedMonotone(2, width=8)
-    >>> isinstance(transform, ConstrainedFamily), transform.free_size  # m biases, beta, s
-    (True, 10)
     >>> bool((transform.hidden_weight > 0).all() and (transform.output_weight > 0).all())
     True
     """
 
-    def _setup_family(
+    name = "constrained"
+    exposed = (
+        "width",
+        "activation",
+        "positivity",
+        "has_tail",
+        "parametrization",
+        "projection_floor",
+        "multiplier",
+        "free_size",
+    )
+
+    def __init__(
         self,
-        dim: int,
-        width: int,
+        width: int = 64,
         *,
         activation: str = "tanh",
         positivity: str = "softplus",
         tail: bool | None = None,
         parametrization: str = "standard",
         projection_floor: float = 1e-6,
-    ) -> InitialNetwork:
-        self.width = check_width(width)
+    ):
+        self.width = check_positive_int(width, "width")
         self.activation = lookup(SATURATING, activation, "activation")
         self.positivity = lookup(POSITIVITY, positivity, "positivity")
         setting = lookup(CONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
-        tail = resolve_tail(tail, setting)
-        if not (
-            isinstance(projection_floor, float | int)
-            and not isinstance(projection_floor, bool)
-            and projection_floor > 0
-        ):
-            raise ValueError(
-                f"projection_floor must be a positive number, got {projection_floor!r}"
-            )
-        self.has_tail = tail
         self.parametrization = setting.name
-        self.projection_floor = float(projection_floor)
-        init = initial_constrained_network(dim, width, setting)
-        self.multiplier = init.multiplier
-        floor = self.projection_floor
-        self.raw_hidden_weight = nn.Parameter(self.positivity.inverse(init.hidden_weight, floor))
-        self.raw_output_weight = nn.Parameter(self.positivity.inverse(init.output_weight, floor))
-        return init
+        self.has_tail = resolve_tail(tail, setting)
+        self.projection_floor = check_positive_number(projection_floor, "projection_floor")
+        self.multiplier = setting.multiplier(self.width)
 
-    @property
-    def hidden_weight(self) -> torch.Tensor:
-        """The positive hidden weights w, shape ``(input_dim, width)``."""
-        return self.positivity.value(self.raw_hidden_weight, self.projection_floor)
+    def free_fields(self) -> tuple[tuple[str, int | None], ...]:
+        """``hidden_bias`` (m), ``offset`` and, with a tail, ``raw_tail``."""
+        tail = (("raw_tail", None),) if self.has_tail else ()
+        return (("hidden_bias", self.width), ("offset", None), *tail)
 
-    @property
-    def output_weight(self) -> torch.Tensor:
-        """The positive output weights a, shape ``(input_dim, width)``."""
-        return self.positivity.value(self.raw_output_weight, self.projection_floor)
-
-    @property
-    def free_size(self) -> int:
-        """Numbers per dimension a conditioner provides: m hidden biases, the offset, the tail."""
-        return self.width + 1 + int(self.has_tail)
-
-    def _initial_free(self, init: InitialNetwork) -> torch.Tensor:
-        """The element-wise initial b, beta (0) and raw s, shape ``(dim, free_size)``."""
-        columns = [init.hidden_bias, init.hidden_bias.new_zeros(len(init.hidden_bias), 1)]
-        if self.has_tail:
-            columns.append(_raw_tail(torch.full_like(columns[1], _INITIAL_TAIL)))
-        return torch.cat(columns, -1)
-
-    @torch.no_grad()
-    def project_(self):
-        """Clamp the raw positive weights to ``projection_floor`` (projected SGD).
-
-        Call after each optimizer step when ``positivity="projected"``; a no-op otherwise, where
-        positivity holds by construction.
-        """
-        if self.positivity.projected:
-            self.raw_hidden_weight.clamp_(min=self.projection_floor)
-            self.raw_output_weight.clamp_(min=self.projection_floor)
-        return self
-
-    def _assemble(
-        self,
-        hidden_bias: torch.Tensor,
-        raw_tail: torch.Tensor | None,
-        offset: torch.Tensor,
-    ) -> ConstrainedNetwork:
-        value, log_value, floor = (
-            self.positivity.value,
-            self.positivity.log_value,
-            self.projection_floor,
+    def initial_weights(self, dim: int) -> tuple[dict[str, Weight], dict[str, torch.Tensor]]:
+        """The parametrization's positive w and a, free b; beta = 0 and s = 0.5."""
+        init = initial_constrained_network(
+            dim, self.width, CONSTRAINED_PARAMETRIZATIONS[self.parametrization]
         )
-        raw_w, raw_a = self.raw_hidden_weight, self.raw_output_weight
+        inverse, floor = self.positivity.inverse, self.projection_floor
+        weights = {
+            "raw_hidden_weight": Weight(inverse(init.hidden_weight, floor)),
+            "raw_output_weight": Weight(inverse(init.output_weight, floor)),
+        }
+        free = {"hidden_bias": init.hidden_bias, "offset": init.hidden_bias.new_zeros(dim)}
+        if self.has_tail:
+            free["raw_tail"] = _raw_tail(torch.full_like(free["offset"], _INITIAL_TAIL))
+        return weights, free
+
+    def views(self):
+        """``hidden_weight`` and ``output_weight``: the positive w and a, shape
+        ``(dim, width)``."""
+        value, floor = self.positivity.value, self.projection_floor
+        return {
+            "hidden_weight": lambda t: value(t["raw_hidden_weight"], floor),
+            "output_weight": lambda t: value(t["raw_output_weight"], floor),
+        }
+
+    def project_(self, tensors) -> None:
+        """Clamp the raw positive weights to ``projection_floor`` when ``positivity`` is
+        ``"projected"`` (projected SGD); positivity holds by construction otherwise."""
+        if self.positivity.projected:
+            tensors["raw_hidden_weight"].clamp_(min=self.projection_floor)
+            tensors["raw_output_weight"].clamp_(min=self.projection_floor)
+
+    def network(self, tensors, free) -> ConstrainedNetwork:
+        value, log_value = self.positivity.value, self.positivity.log_value
+        floor = self.projection_floor
+        raw_w, raw_a = tensors["raw_hidden_weight"], tensors["raw_output_weight"]
+        raw_tail = free.get("raw_tail")
         tail = None if raw_tail is None else _tail_slope(raw_tail)
         return ConstrainedNetwork(
             value(raw_w, floor),
             log_value(raw_w, floor),
-            hidden_bias,
+            free["hidden_bias"],
             value(raw_a, floor),
             log_value(raw_a, floor),
             tail,
             None if tail is None else torch.log(tail),
-            offset,
+            free["offset"],
             self.multiplier,
         )
 
-    def _network_from_free(self, free: torch.Tensor) -> ConstrainedNetwork:
-        """The network whose b, beta, s are ``free`` (shape ``(..., dim, free_size)``)."""
-        m = self.width
-        raw_tail = free[..., m + 1] if self.has_tail else None
-        return self._assemble(free[..., :m], raw_tail, free[..., m])
+    def select(self, net: ConstrainedNetwork, index: torch.Tensor) -> ConstrainedNetwork:
+        return select_fields(net, index, _UNIT_FIELDS)
 
-    def _map_with(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
+    def map(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
         return constrained_map(x, net, self.activation)
 
-    def _log_derivative_with(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
+    def log_derivative(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
         return constrained_log_derivative(x, net, self.activation)
 
-    def _solve_with(
+    def solve(
         self,
         y: torch.Tensor,
         net: ConstrainedNetwork,
@@ -225,7 +222,7 @@ class ConstrainedFamily:
         )
 
 
-class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
+class ConstrainedMonotone(MonotoneTransformModule):
     r"""
     An element-wise monotone bijection whose per-dimension map is a one-hidden-layer network
     with positive weights (a *constrained* flow, as in NAF/BNAF and Shah et al. 2022),
@@ -296,9 +293,7 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
         parametrization: str = "standard",
         projection_floor: float = 1e-6,
     ):
-        super().__init__(input_dim)
-        init = self._setup_family(
-            input_dim,
+        family = ConstrainedFamily(
             width,
             activation=activation,
             positivity=positivity,
@@ -306,19 +301,14 @@ class ConstrainedMonotone(ConstrainedFamily, MonotoneTransformModule):
             parametrization=parametrization,
             projection_floor=projection_floor,
         )
-        self.hidden_bias = nn.Parameter(init.hidden_bias)
-        tail_value = torch.full((input_dim,), _INITIAL_TAIL)
-        self.raw_tail = nn.Parameter(_raw_tail(tail_value)) if self.has_tail else None
-        self.offset = nn.Parameter(torch.zeros(input_dim))
+        super().__init__(input_dim, family)
+        if not family.has_tail:
+            self.raw_tail = None
 
     @property
     def tail(self) -> torch.Tensor | None:
         """The tail slopes s >= MIN_SLOPE, shape ``(input_dim,)``, or None without a tail."""
         return None if self.raw_tail is None else _tail_slope(self.raw_tail)
-
-    def network(self) -> ConstrainedNetwork:
-        """The current parameters as a :class:`~pyro_overparam_flows.maps.ConstrainedNetwork`."""
-        return self._assemble(self.hidden_bias, self.raw_tail, self.offset)
 
 
 def constrained_monotone(input_dim: int, width: int = 64, **kwargs) -> ConstrainedMonotone:

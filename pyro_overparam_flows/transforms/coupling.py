@@ -1,27 +1,209 @@
-"""Coupling monotone flows, plain and conditional, of both families."""
+"""The coupling structure and its conditional twin, and the coupling monotone flows of both
+families (Pyro-named classes and helpers)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import torch
 from pyro.nn import ConditionalDenseNN, DenseNN
+from torch import nn
 
-from .autoregressive import _free_size
-from .base import check_input_dim
-from .conditioned import ConditionalCouplingFlow, CouplingFlow, _check_split
+from ..validation import check_positive_int
+from .conditioners import (
+    ConditionalFlow,
+    ConditionedFlow,
+    Conditioning,
+    WithContext,
+    conditioner_size,
+    default_hidden_dims,
+    start_family_,
+)
 from .constrained import ConstrainedFamily
+from .family import Family
 from .unconstrained import UnconstrainedFamily
 
 __all__ = [
     "ConditionalConstrainedMonotoneCoupling",
+    "ConditionalMonotoneCoupling",
     "ConditionalUnconstrainedMonotoneCoupling",
     "ConstrainedMonotoneCoupling",
+    "MonotoneCoupling",
     "UnconstrainedMonotoneCoupling",
     "conditional_constrained_monotone_coupling",
     "conditional_unconstrained_monotone_coupling",
     "constrained_monotone_coupling",
+    "monotone_coupling",
     "unconstrained_monotone_coupling",
 ]
+
+
+def _check_split(input_dim: int, split_dim: int) -> None:
+    if input_dim < 2:
+        raise ValueError(
+            f"a coupling transform needs input_dim >= 2 (one part conditions the other), got "
+            f"{input_dim}; use the element-wise or autoregressive transform in 1-D"
+        )
+    if isinstance(split_dim, bool) or not isinstance(split_dim, int):
+        raise ValueError(f"split_dim must be an integer, got {split_dim!r}")
+    if not 1 <= split_dim < input_dim:
+        raise ValueError(
+            f"split_dim must satisfy 1 <= split_dim < input_dim = {input_dim}, got {split_dim}"
+        )
+
+
+class MonotoneCoupling(ConditionedFlow):
+    r"""The coupling structure: ``family``'s maps for the coordinates after ``split_dim``, their
+    free numbers given by the dense network ``hypernet`` (``self.nn``) of the first ``split_dim``.
+
+    With k = ``split_dim``: :math:`y_{1:k} = x_{1:k}` and, for d > k,
+    :math:`y_d = \beta_d + e^{\sigma_d} (f_d(x_d) - \beta_d)` with the network of
+    :math:`f_d`, the offset :math:`\beta_d` and the log-scale :math:`\sigma_d` given by the
+    conditioner from :math:`x_{1:k}`.
+
+    >>> from pyro_overparam_flows import constrained_monotone_coupling
+    >>> transform = constrained_monotone_coupling(4, width=4)
+    >>> x = torch.randn(3, 4)
+    >>> isinstance(transform, MonotoneCoupling), torch.equal(transform(x)[:, :2], x[:, :2])
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        family: Family,
+        split_dim: int,
+        hypernet: nn.Module,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        parent: nn.Module | None = None,
+    ):
+        super().__init__(input_dim, family, scale=scale, parent=parent)
+        _check_split(input_dim, split_dim)
+        self.split_dim = split_dim
+        self.nn = hypernet
+        if parent is None:
+            start_family_(self, input_dim - split_dim, hypernet, init_conditioner)
+
+    def _condition_on(self, x: torch.Tensor) -> Conditioning:
+        count = self.input_dim - self.split_dim
+        out = self.nn(x[..., : self.split_dim])
+        size = self.conditioner_size * count
+        if not isinstance(out, torch.Tensor) or out.dim() == 0 or out.shape[-1] != size:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(
+                f"the coupling network must return one tensor of shape (..., {size}) (numbers "
+                f"per dimension * (input_dim - split_dim)), as DenseNN(split_dim, hidden_dims, "
+                f"param_dims=[{size}]) does; got {got}"
+            )
+        return self._conditioning(
+            out.unflatten(-1, (self.conditioner_size, count)).transpose(-1, -2)
+        )
+
+    def _join(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        batch = torch.broadcast_shapes(first.shape[:-1], second.shape[:-1])
+        return torch.cat(
+            [first.expand(batch + first.shape[-1:]), second.expand(batch + second.shape[-1:])], -1
+        )
+
+    def _call(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x, "x")
+        conditioning = self._condition_on(x)
+        self._cache.conditioning = x, conditioning
+        second = self._apply_map(x[..., self.split_dim :], conditioning)
+        second = self._finite(second, "forward map", conditioning.named())
+        return self._join(x[..., : self.split_dim], second)
+
+    def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        r"""log-Jacobian of the block-triangular map: :math:`\sum_{d > k} \log f_d'(x_d;
+        x_{1:k})` with k = ``split_dim``."""
+        self._cache.refresh(self)
+        self._check(x, "x")
+        conditioning = self._conditioning_for(x)
+        log_det = self._log_slope(x[..., self.split_dim :], conditioning).sum(-1)
+        return self._finite(log_det, "log-Jacobian", conditioning.named())
+
+    def _inverse(self, y: torch.Tensor) -> torch.Tensor:
+        self._check(y, "y")
+        with torch.set_grad_enabled(self._needs_graph(y)):
+            conditioning = self._condition_on(y)  # the first part passes through: x_1:k = y_1:k
+            columns = torch.arange(self.split_dim, self.input_dim, device=y.device)
+            second = self._solve_given(y[..., self.split_dim :], conditioning, columns)
+            x = self._join(y[..., : self.split_dim], second)
+        self._cache.conditioning = x, conditioning
+        return x
+
+
+class ConditionalMonotoneCoupling(ConditionalFlow):
+    """Conditional coupling machinery: ``self.nn`` is a conditional dense network (Pyro's
+    :class:`~pyro.nn.ConditionalDenseNN`) of the first ``split_dim`` coordinates.
+    :meth:`condition` gives the :class:`MonotoneCoupling` of a context.
+
+    >>> from pyro_overparam_flows import conditional_constrained_monotone_coupling
+    >>> transform = conditional_constrained_monotone_coupling(4, 3, width=4)
+    >>> isinstance(transform, ConditionalMonotoneCoupling)
+    True
+    >>> isinstance(transform.condition(torch.zeros(3)), MonotoneCoupling)
+    True
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        family: Family,
+        split_dim: int,
+        hypernet: nn.Module,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+    ):
+        _check_split(check_positive_int(input_dim, "input_dim"), split_dim)
+        super().__init__(
+            input_dim,
+            family,
+            hypernet,
+            input_dim - split_dim,
+            scale=scale,
+            init_conditioner=init_conditioner,
+        )
+        self.split_dim = split_dim
+
+    def condition(self, context: torch.Tensor) -> MonotoneCoupling:
+        """The flow for ``context`` (shape ``(..., context_dim)``), sharing this module's
+        parameters; its batch shape broadcasts against the input's."""
+        bound = WithContext(self.nn, context, self._dtype())
+        return MonotoneCoupling(
+            self.input_dim, self.family, self.split_dim, bound, scale=self.scale, parent=self
+        )
+
+
+class _FromOptions:
+    """The Pyro-named flows' constructor: the structure with a family of type ``family_type``
+    built from the width and the keyword options."""
+
+    family_type: type[Family]
+
+    def __init__(
+        self,
+        input_dim: int,
+        split_dim: int,
+        hypernet: nn.Module,
+        width: int = 64,
+        *,
+        scale: bool = True,
+        init_conditioner: bool = True,
+        **options: Any,
+    ):
+        super().__init__(  # type: ignore[call-arg]
+            input_dim,
+            self.family_type(width, **options),
+            split_dim,
+            hypernet,
+            scale=scale,
+            init_conditioner=init_conditioner,
+        )
+
 
 _REFERENCES = """
     References:
@@ -37,7 +219,7 @@ _REFERENCES = """
 """
 
 
-class ConstrainedMonotoneCoupling(ConstrainedFamily, CouplingFlow):
+class ConstrainedMonotoneCoupling(_FromOptions, MonotoneCoupling):
     r"""
     A coupling flow (as in RealNVP) whose map of each of the last ``input_dim - split_dim``
     coordinates is a constrained one-hidden-layer network (positive weights) with hidden
@@ -73,14 +255,16 @@ class ConstrainedMonotoneCoupling(ConstrainedFamily, CouplingFlow):
         :math:`e^{\sigma_d(x_{1:k})}` from a last conditioner output.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases (the flow starts element-wise).
-    :param family: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
+    :param options: ``activation``, ``positivity``, ``tail``, ``parametrization`` and
         ``projection_floor``, as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = ConstrainedFamily
 
-class UnconstrainedMonotoneCoupling(UnconstrainedFamily, CouplingFlow):
+
+class UnconstrainedMonotoneCoupling(_FromOptions, MonotoneCoupling):
     r"""
     A coupling flow (as in RealNVP) whose map of each of the last ``input_dim - split_dim``
     coordinates integrates a positive function of a free one-hidden-layer network whose hidden
@@ -115,15 +299,17 @@ class UnconstrainedMonotoneCoupling(UnconstrainedFamily, CouplingFlow):
         :math:`e^{\sigma_d(x_{1:k})}` from a last conditioner output.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
-    :param family: ``activation``, ``phi``, ``integration``, ``quadrature_nodes``,
+    :param options: ``activation``, ``phi``, ``integration``, ``quadrature_nodes``,
         ``parametrization`` and ``tail``, as for
         :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = UnconstrainedFamily
 
-class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalCouplingFlow):
+
+class ConditionalConstrainedMonotoneCoupling(_FromOptions, ConditionalMonotoneCoupling):
     r"""
     The conditional version of :class:`ConstrainedMonotoneCoupling`: the hidden biases, offset
     and tail are a dense network of :math:`(x_{1:k}, z)` for a context z. :meth:`condition`
@@ -147,13 +333,15 @@ class ConditionalConstrainedMonotoneCoupling(ConstrainedFamily, ConditionalCoupl
     :param bool scale: as for :class:`ConstrainedMonotoneCoupling`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
-    :param family: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
+    :param options: as for :class:`~pyro_overparam_flows.ConstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = ConstrainedFamily
 
-class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalCouplingFlow):
+
+class ConditionalUnconstrainedMonotoneCoupling(_FromOptions, ConditionalMonotoneCoupling):
     r"""
     The conditional version of :class:`UnconstrainedMonotoneCoupling`: the hidden biases and
     offset are a dense network of :math:`(x_{1:k}, z)` for a context z. :meth:`condition` binds
@@ -176,22 +364,19 @@ class ConditionalUnconstrainedMonotoneCoupling(UnconstrainedFamily, ConditionalC
     :param bool scale: as for :class:`UnconstrainedMonotoneCoupling`.
     :param bool init_conditioner: start the network's last layer at zero weights and the
         element-wise initialization as biases.
-    :param family: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
+    :param options: as for :class:`~pyro_overparam_flows.UnconstrainedMonotone`.
     """
 
     __doc__ += _REFERENCES
 
+    family_type = UnconstrainedFamily
+
 
 def _split(input_dim: int, split_dim: int | None) -> int:
-    check_input_dim(input_dim)
+    check_positive_int(input_dim, "input_dim")
     split_dim = input_dim // 2 if split_dim is None else split_dim
     _check_split(input_dim, split_dim)
     return split_dim
-
-
-def _hidden(input_dim: int, hidden_dims: list[int] | None) -> list[int]:
-    # Pyro's spline_coupling default: two layers of 10 units per input dimension.
-    return [10 * input_dim, 10 * input_dim] if hidden_dims is None else list(hidden_dims)
 
 
 def _build(
@@ -200,20 +385,22 @@ def _build(
     context_dim: int | None,
     width: int,
     split_dim: int | None,
-    hidden_dims,
-    kwargs: dict,
+    hidden_dims: list[int] | None,
+    options: dict,
 ):
-    """A transform of class ``cls`` with a (conditional, if ``context_dim``) dense network."""
+    """A transform of class ``cls`` with a (conditional, if ``context_dim``) dense network sized
+    for its family."""
     split_dim = _split(input_dim, split_dim)
-    constrained = issubclass(cls, ConstrainedFamily)
-    param_dims = [_free_size(constrained, width, kwargs) * (input_dim - split_dim)]
-    hidden = _hidden(input_dim, hidden_dims)
+    structure = {k: options.pop(k) for k in ("scale", "init_conditioner") if k in options}
+    size = conditioner_size(cls.family_type(width, **options), structure.get("scale", True))
+    param_dims = [size * (input_dim - split_dim)]
+    hidden = default_hidden_dims(input_dim, hidden_dims)
     if context_dim is None:
         hypernet = DenseNN(split_dim, hidden, param_dims=param_dims)
     else:
-        context_dim = check_input_dim(context_dim, "context_dim")
+        context_dim = check_positive_int(context_dim, "context_dim")
         hypernet = ConditionalDenseNN(split_dim, context_dim, hidden, param_dims=param_dims)
-    return cls(input_dim, split_dim, hypernet, width, **kwargs)
+    return cls(input_dim, split_dim, hypernet, width, **structure, **options)
 
 
 def constrained_monotone_coupling(
@@ -239,7 +426,13 @@ def constrained_monotone_coupling(
     :param kwargs: the keyword arguments of :class:`ConstrainedMonotoneCoupling`.
     """
     return _build(
-        ConstrainedMonotoneCoupling, input_dim, None, width, split_dim, hidden_dims, kwargs
+        ConstrainedMonotoneCoupling,
+        input_dim,
+        None,
+        width,
+        split_dim,
+        hidden_dims,
+        kwargs,
     )
 
 
@@ -266,7 +459,13 @@ def unconstrained_monotone_coupling(
     :param kwargs: the keyword arguments of :class:`UnconstrainedMonotoneCoupling`.
     """
     return _build(
-        UnconstrainedMonotoneCoupling, input_dim, None, width, split_dim, hidden_dims, kwargs
+        UnconstrainedMonotoneCoupling,
+        input_dim,
+        None,
+        width,
+        split_dim,
+        hidden_dims,
+        kwargs,
     )
 
 
@@ -339,4 +538,39 @@ def conditional_unconstrained_monotone_coupling(
         split_dim,
         hidden_dims,
         kwargs,
+    )
+
+
+def monotone_coupling(
+    input_dim: int,
+    family: Family,
+    split_dim: int | None = None,
+    hidden_dims: list[int] | None = None,
+    *,
+    scale: bool = True,
+    init_conditioner: bool = True,
+) -> MonotoneCoupling:
+    """
+    A helper function to create a :class:`MonotoneCoupling` of any
+    :class:`~pyro_overparam_flows.transforms.family.Family`, with a dense network sized for it.
+
+    >>> from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
+    >>> transform = monotone_coupling(4, UnconstrainedFamily(width=8))
+    >>> x = torch.randn(5, 4)
+    >>> torch.allclose(transform(x), x)  # the identity at initialization
+    True
+
+    :param int input_dim: the dimension of the input variable.
+    :param Family family: the maps of the transformed dimensions.
+    :param int split_dim: the number of conditioning coordinates (default ``input_dim // 2``).
+    :param list[int] hidden_dims: the hidden layers of the dense network (default two layers
+        of ``10 * input_dim``).
+    :param bool scale: as for :class:`MonotoneCoupling`.
+    :param bool init_conditioner: as for :class:`MonotoneCoupling`.
+    """
+    split_dim = _split(input_dim, split_dim)
+    size = conditioner_size(family, scale) * (input_dim - split_dim)
+    hypernet = DenseNN(split_dim, default_hidden_dims(input_dim, hidden_dims), param_dims=[size])
+    return MonotoneCoupling(
+        input_dim, family, split_dim, hypernet, scale=scale, init_conditioner=init_conditioner
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..activations import HIDDEN, POSITIVE, lookup
 from ..maps import (
@@ -19,12 +18,12 @@ from ..numerics import (
     quadrature_rule,
     solve_increasing,
 )
-from ..parametrizations import (
-    UNCONSTRAINED_PARAMETRIZATIONS,
-    InitialNetwork,
-    initial_unconstrained_network,
-)
-from .base import MonotoneTransformModule, check_width, preimage_or_error, resolve_tail
+from ..parametrizations import UNCONSTRAINED_PARAMETRIZATIONS, initial_unconstrained_network
+from ..validation import check_choice, check_positive_int
+from .base import resolve_tail
+from .elementwise import MonotoneTransformModule
+from .errors import preimage_or_error
+from .family import Family, Weight, select_fields
 
 __all__ = [
     "DEFAULT_QUADRATURE_NODES",
@@ -42,34 +41,43 @@ DEFAULT_QUADRATURE_NODES = {"elu_plus_one": 192, "softplus": 24}
 _INTEGRATIONS = ("auto", "exact", *QUADRATURE_RULES)
 
 
-class UnconstrainedFamily:
-    r"""The per-dimension weights, the quadrature rule and the mathematics of unconstrained maps,
-    shared by the element-wise, autoregressive, coupling and conditional transforms (a mixin for
-    :class:`torch.nn.Module` subclasses): dimension d maps as
+class UnconstrainedFamily(Family):
+    r"""The unconstrained family (:mod:`~pyro_overparam_flows.transforms.family`): dimension d
+    maps as
 
         :math:`f_d(x) = \beta_d + \int_0^x \phi\big(N_d(t)\big)\,dt, \qquad
         N_d(t) = c_m \sum_{r=1}^m a_{dr}\,\rho(w_{dr} t + b_{dr})`
 
     (:func:`~pyro_overparam_flows.maps.unconstrained_map`).
 
-    The hidden weights w and output weights a are of shape ``(dim, width)`` (a is a buffer for
-    the presets whose output layer is not trained). The hidden biases b and the offset beta are
-    parameters of the element-wise transform, and the output of a conditioner otherwise:
-    :attr:`free_size` numbers per dimension, laid out as ``[b_1 .. b_m, beta]``. The tail, when
-    there is one, is fixed: :math:`f' = s + (1 - s)\phi(N)` with
-    :math:`s` = :data:`~pyro_overparam_flows.maps.MIN_SLOPE`.
+    The weights are the hidden weights w and output weights a, shape ``(dim, width)`` (a is
+    not trained, a buffer, for the presets whose output layer is fixed); the quadrature rule of
+    a smooth activation is a derived buffer. The free numbers are ``[b_1 .. b_m, beta]``:
+    fields ``hidden_bias`` and ``offset``. The tail, when there is one, is fixed:
+    :math:`f' = s + (1 - s)\phi(N)` with :math:`s` = :data:`~pyro_overparam_flows.maps.MIN_SLOPE`.
 
-    >>> transform = UnconstrainedMonotone(2, width=8)
-    >>> isinstance(transform, UnconstrainedFamily), transform.free_size  # m biases, beta
-    (True, 9)
-    >>> transform.integration, transform.has_tail
-    ('exact', True)
+    >>> family = UnconstrainedFamily(8)
+    >>> family.free_size, family.integration, family.has_tail  # m biases, beta
+    (9, 'exact', True)
+    >>> sorted(UnconstrainedFamily(8, activation="tanh").derived_buffers(torch.float64))
+    ['quadrature_nodes', 'quadrature_weights']
     """
 
-    def _setup_family(
+    name = "unconstrained"
+    exposed = (
+        "width",
+        "activation",
+        "phi",
+        "integration",
+        "has_tail",
+        "parametrization",
+        "multiplier",
+        "free_size",
+    )
+
+    def __init__(
         self,
-        dim: int,
-        width: int,
+        width: int = 64,
         *,
         activation: str = "relu",
         phi: str = "elu_plus_one",
@@ -77,13 +85,11 @@ class UnconstrainedFamily:
         quadrature_nodes: int | None = None,
         parametrization: str = "standard",
         tail: bool | None = None,
-    ) -> InitialNetwork:
-        self.width = check_width(width)
+    ):
+        self.width = check_positive_int(width, "width")
         self.activation = lookup(HIDDEN, activation, "activation")
         self.phi = lookup(POSITIVE, phi, "phi")
-        if integration not in _INTEGRATIONS:
-            allowed = ", ".join(repr(k) for k in _INTEGRATIONS)
-            raise ValueError(f"unknown integration {integration!r}; allowed values are {allowed}")
+        check_choice(integration, _INTEGRATIONS, "integration")
         exact_available = self.activation.name == "relu" and self.phi.name in RELU_INTEGRANDS
         if integration == "exact" and not exact_available:
             raise ValueError(
@@ -95,81 +101,70 @@ class UnconstrainedFamily:
         if integration == "exact" and quadrature_nodes is not None:
             raise ValueError("quadrature_nodes applies to quadrature integration only, not 'exact'")
         self.integration = integration
+        self.node_count = None
         if integration != "exact":
             count = (
                 DEFAULT_QUADRATURE_NODES[self.phi.name]
                 if quadrature_nodes is None
                 else quadrature_nodes
             )
-            nodes, weights = quadrature_rule(integration, count, dtype=torch.get_default_dtype())
-            # Derived from the rule, not saved: a checkpoint of another dtype cannot round them.
-            self.register_buffer("quadrature_nodes", nodes, persistent=False)
-            self.register_buffer("quadrature_weights", weights, persistent=False)
+            self.node_count = check_positive_int(count, "quadrature_nodes")
         setting = lookup(UNCONSTRAINED_PARAMETRIZATIONS, parametrization, "parametrization")
         self.parametrization = setting.name
         self.has_tail = resolve_tail(tail, setting)
-        init = initial_unconstrained_network(dim, width, setting)
-        self.multiplier = init.multiplier
-        self.hidden_weight = nn.Parameter(init.hidden_weight)
-        if init.train_output:
-            self.output_weight = nn.Parameter(init.output_weight)
-        else:
-            self.register_buffer("output_weight", init.output_weight)
-        return init
+        self.multiplier = setting.multiplier(self.width)
 
-    def _apply(self, fn, *args, **kwargs):
-        # Casting rounded nodes (float32 -> float64) would cost the rule its accuracy: recompute
-        # them in float64 and cast once to the new dtype and device.
-        super()._apply(fn, *args, **kwargs)
+    def free_fields(self) -> tuple[tuple[str, int | None], ...]:
+        """``hidden_bias`` (m) and ``offset``."""
+        return (("hidden_bias", self.width), ("offset", None))
+
+    def initial_weights(self, dim: int) -> tuple[dict[str, Weight], dict[str, torch.Tensor]]:
+        """The parametrization's w, b, a (a untrained for the paper's presets); beta = 0."""
+        init = initial_unconstrained_network(
+            dim, self.width, UNCONSTRAINED_PARAMETRIZATIONS[self.parametrization]
+        )
+        weights = {
+            "hidden_weight": Weight(init.hidden_weight),
+            "output_weight": Weight(init.output_weight, init.train_output),
+        }
+        free = {"hidden_bias": init.hidden_bias, "offset": init.hidden_bias.new_zeros(dim)}
+        return weights, free
+
+    def derived_buffers(self, dtype, device=None) -> dict[str, torch.Tensor]:
+        """The quadrature rule's nodes and weights on [0, 1] (none for the exact integral),
+        computed in float64 and cast once, so a float64 flow gets the rule's full accuracy."""
+        if self.integration == "exact":
+            return {}
+        nodes, weights = quadrature_rule(self.integration, self.node_count)
+        return {
+            "quadrature_nodes": nodes.to(device=device, dtype=dtype),
+            "quadrature_weights": weights.to(device=device, dtype=dtype),
+        }
+
+    def network(self, tensors, free) -> UnconstrainedNetwork:
+        quadrature = None
         if self.integration != "exact":
-            nodes, weights = quadrature_rule(self.integration, self.quadrature_nodes.numel())
-            like = self.quadrature_nodes
-            self.quadrature_nodes = nodes.to(device=like.device, dtype=like.dtype)
-            self.quadrature_weights = weights.to(device=like.device, dtype=like.dtype)
-        return self
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # Checkpoints of version 0.1.0 saved the quadrature rule: it is derived now.
-        for name in ("quadrature_nodes", "quadrature_weights"):
-            state_dict.pop(prefix + name, None)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    @property
-    def free_size(self) -> int:
-        """Numbers per dimension a conditioner provides: m hidden biases and the offset."""
-        return self.width + 1
-
-    def _initial_free(self, init: InitialNetwork) -> torch.Tensor:
-        """The element-wise transform's initial b and beta (0), shape ``(dim, free_size)``."""
-        offset = init.hidden_bias.new_zeros(len(init.hidden_bias), 1)
-        return torch.cat([init.hidden_bias, offset], -1)
-
-    def _assemble(self, hidden_bias: torch.Tensor, offset: torch.Tensor) -> UnconstrainedNetwork:
+            quadrature = tensors["quadrature_nodes"], tensors["quadrature_weights"]
         return UnconstrainedNetwork(
-            self.hidden_weight,
-            hidden_bias,
-            self.output_weight,
-            offset,
+            tensors["hidden_weight"],
+            free["hidden_bias"],
+            tensors["output_weight"],
+            free["offset"],
             self.multiplier,
             MIN_SLOPE if self.has_tail else None,
+            quadrature,
         )
 
-    def _network_from_free(self, free: torch.Tensor) -> UnconstrainedNetwork:
-        """The network whose b, beta are ``free`` (shape ``(..., dim, free_size)``)."""
-        return self._assemble(free[..., : self.width], free[..., self.width])
+    def select(self, net: UnconstrainedNetwork, index: torch.Tensor) -> UnconstrainedNetwork:
+        return select_fields(net, index, ("hidden_weight", "hidden_bias", "output_weight"))
 
-    def _quadrature(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        if self.integration == "exact":
-            return None
-        return self.quadrature_nodes, self.quadrature_weights
+    def map(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
+        return unconstrained_map(x, net, self.activation, self.phi, net.quadrature)
 
-    def _map_with(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
-        return unconstrained_map(x, net, self.activation, self.phi, self._quadrature())
-
-    def _log_derivative_with(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
+    def log_derivative(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
         return unconstrained_log_derivative(x, net, self.activation, self.phi)
 
-    def _solve_with(
+    def solve(
         self,
         y: torch.Tensor,
         net: UnconstrainedNetwork,
@@ -179,7 +174,7 @@ class UnconstrainedFamily:
         """x with :math:`\\beta + e^{\\sigma} (f(x) - \\beta) = y` (:math:`\\sigma` =
         ``log_scale``, 0 if None; the offset is added after the scale), no gradient;
         ``columns`` name y's coordinates in error messages."""
-        rho, phi, quadrature = self.activation, self.phi, self._quadrature()
+        rho, phi, quadrature = self.activation, self.phi, net.quadrature
         y = y.expand(torch.broadcast_shapes(y.shape, net.offset.shape))
         offset = net.offset
         target = y if log_scale is None else offset + (y - offset) * torch.exp(-log_scale)
@@ -209,7 +204,7 @@ class UnconstrainedFamily:
         )
 
 
-class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
+class UnconstrainedMonotone(MonotoneTransformModule):
     r"""
     An element-wise monotone bijection whose per-dimension map integrates a positive function
     of a free one-hidden-layer network (an *unconstrained* flow, as in UMNN and Shah et al. 2022),
@@ -289,9 +284,7 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
         parametrization: str = "standard",
         tail: bool | None = None,
     ):
-        super().__init__(input_dim)
-        init = self._setup_family(
-            input_dim,
+        family = UnconstrainedFamily(
             width,
             activation=activation,
             phi=phi,
@@ -300,12 +293,7 @@ class UnconstrainedMonotone(UnconstrainedFamily, MonotoneTransformModule):
             parametrization=parametrization,
             tail=tail,
         )
-        self.hidden_bias = nn.Parameter(init.hidden_bias)
-        self.offset = nn.Parameter(torch.zeros(input_dim))
-
-    def network(self) -> UnconstrainedNetwork:
-        """The current parameters as an :class:`~pyro_overparam_flows.maps.UnconstrainedNetwork`."""
-        return self._assemble(self.hidden_bias, self.offset)
+        super().__init__(input_dim, family)
 
 
 def unconstrained_monotone(input_dim: int, width: int = 64, **kwargs) -> UnconstrainedMonotone:
