@@ -35,26 +35,25 @@ from pyro.distributions.torch_transform import ComposeTransformModule, Transform
 from pyro.distributions.transforms import Permute
 from pyro.infer.autoguide import AutoNormalizingFlow
 from pyro.infer.autoguide.initialization import init_to_feasible
-from pyro.nn import AutoRegressiveNN
 from pyro.params.param_store import param_with_module_name
 from torch import nn
 from torch.distributions import biject_to
 
 from .transforms.autoregressive import (
-    ConstrainedMonotoneAutoregressive,
-    UnconstrainedMonotoneAutoregressive,
-    _default_hidden_dims,
-    _free_size,
-    _masked_network,
+    constrained_monotone_autoregressive,
+    monotone_autoregressive,
+    unconstrained_monotone_autoregressive,
 )
+from .transforms.family import Family
 from .validation import check_choice, check_positive_int, check_positive_number
 
 __all__ = ["FAMILIES", "AutoMonotoneFlow"]
 
-#: The flow families :class:`AutoMonotoneFlow` stacks.
+#: The flow families :class:`AutoMonotoneFlow` stacks by name, each with the helper that builds
+#: one of its layers.
 FAMILIES = {
-    "unconstrained": UnconstrainedMonotoneAutoregressive,
-    "constrained": ConstrainedMonotoneAutoregressive,
+    "unconstrained": unconstrained_monotone_autoregressive,
+    "constrained": constrained_monotone_autoregressive,
 }
 
 
@@ -196,7 +195,9 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     >>> pyro.clear_param_store()
 
     :param callable model: a Pyro model.
-    :param str family: ``"unconstrained"`` or ``"constrained"``.
+    :param family: ``"unconstrained"``, ``"constrained"``, or a callable returning a new
+        :class:`~pyro_overparam_flows.transforms.family.Family` for each layer (then ``width``
+        and ``family_kwargs`` are not used).
     :param int width: the hidden width m of each dimension's monotone network.
     :param int layers: the number of autoregressive flows.
     :param list[int] hidden_dims: the hidden layers of each autoregressive network (default two
@@ -223,7 +224,7 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     def __init__(
         self,
         model: Callable,
-        family: str = "unconstrained",
+        family: str | Callable[[], Family] = "unconstrained",
         width: int = 32,
         layers: int = 2,
         hidden_dims: Sequence[int] | None = None,
@@ -233,7 +234,8 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         num_summary_samples: int = 10000,
         **family_kwargs: Any,
     ):
-        check_choice(family, FAMILIES, "family")
+        if isinstance(family, str) or not callable(family):
+            check_choice(family, FAMILIES, "family")
         check_positive_int(layers, "layers")
         check_positive_int(num_summary_samples, "num_summary_samples")
         if hidden_dims is not None:
@@ -247,28 +249,35 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         self.layers = layers
         self.hidden_dims = hidden_dims
         self.num_summary_samples = num_summary_samples
-        self.family_kwargs = {"parametrization": _PARAMETRIZATIONS[family], **family_kwargs}
+        if isinstance(family, str):
+            family_kwargs = {"parametrization": _PARAMETRIZATIONS[family], **family_kwargs}
+        self.family_kwargs = family_kwargs
         # Build one layer now so that a bad width or family option fails here, not at the
         # first step.
         self._layer(2)
 
     def _layer(self, latent_dim: int) -> torch.nn.Module:
-        constrained = self.family == "constrained"
-        arn = _masked_network(
-            AutoRegressiveNN,
-            latent_dim,
-            _default_hidden_dims(latent_dim, self.hidden_dims),
-            param_dims=[_free_size(constrained, self.width, self.family_kwargs)],
-            permutation=torch.arange(latent_dim),
-        )
-        layer = FAMILIES[self.family](latent_dim, arn, self.width, **self.family_kwargs)
-        # Each dimension's numbers are [hidden biases (width), offset, ..., log-scale] (the
-        # families' layout): the location-scale layer owns the constant offsets and scales.
-        held = torch.zeros(layer._free_count, latent_dim, dtype=torch.bool)
-        held[layer.width] = True
+        options = {"hidden_dims": self.hidden_dims, "permutation": torch.arange(latent_dim)}
+        if isinstance(self.family, str):
+            build = FAMILIES[self.family]
+            layer = build(latent_dim, self.width, **options, **self.family_kwargs)
+        else:
+            family = self.family()
+            if not isinstance(family, Family):
+                raise ValueError(f"family must return a Family, got {type(family).__name__}")
+            layer = monotone_autoregressive(latent_dim, family, **options)
+        # The location-scale layer owns the constant offsets and scales: the conditioner's
+        # rows of the "offset" field and of the log-scale are held at their start.
+        held = torch.zeros(layer.conditioner_size, latent_dim, dtype=torch.bool)
+        start = 0
+        for name, size in layer.family.free_fields():
+            count = 1 if size is None else size
+            if name == "offset":
+                held[start : start + count] = True
+            start += count
         if layer.scale:
             held[-1] = True
-        layer.arn = _GuideConditioner(arn, held)
+        layer.arn = _GuideConditioner(layer.arn, held)
         return layer
 
     def _flow(self, latent_dim: int) -> ComposeTransformModule:

@@ -59,7 +59,9 @@ from torch import nn
 from .activations import HIDDEN, lookup
 from .maps import constrained_map, network_output
 from .numerics import quadrature_rule
-from .transforms import ConstrainedMonotone, MonotoneTransformModule, UnconstrainedMonotone
+from .transforms import MonotoneTransformModule
+from .transforms.constrained import ConstrainedFamily
+from .transforms.unconstrained import UnconstrainedFamily
 from .validation import check_choice, check_positive_int, check_positive_number
 
 __all__ = [
@@ -128,10 +130,17 @@ class _Network(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         net = self.transform.network()
-        if isinstance(self.transform, UnconstrainedMonotone):
+        if isinstance(self.transform.family, UnconstrainedFamily):
             return network_output(x, net, self.transform.activation)
         net = net._replace(tail=None, log_tail=None, offset=torch.zeros_like(net.offset))
         return constrained_map(x, net, self.transform.activation)
+
+
+def _elementwise(transform: object) -> bool:
+    """Whether ``transform`` is an element-wise flow of one of the two families."""
+    return isinstance(transform, MonotoneTransformModule) and isinstance(
+        transform.family, ConstrainedFamily | UnconstrainedFamily
+    )
 
 
 def _network_parameter(name: str) -> bool:
@@ -168,7 +177,7 @@ def empirical_ntk(
     >>> empirical_ntk(transform, torch.linspace(-1, 1, 5)).shape
     torch.Size([1, 5, 5])
     """
-    if not isinstance(transform, ConstrainedMonotone | UnconstrainedMonotone):
+    if not _elementwise(transform):
         raise TypeError(
             "empirical_ntk takes an element-wise ConstrainedMonotone or UnconstrainedMonotone, "
             f"got {type(transform).__name__}"
@@ -462,13 +471,13 @@ def kernel_limit(transform: MonotoneTransformModule) -> KernelLimit:
     >>> limit.weights, limit.output_variance, limit.train_output
     ('normal', 1.0, True)
     """
-    if not isinstance(transform, ConstrainedMonotone | UnconstrainedMonotone):
+    if not _elementwise(transform):
         raise TypeError(
             "kernel_limit takes an element-wise ConstrainedMonotone or UnconstrainedMonotone, "
             f"got {type(transform).__name__}"
         )
     parametrization = transform.parametrization
-    constrained = isinstance(transform, ConstrainedMonotone)
+    constrained = isinstance(transform.family, ConstrainedFamily)
     if constrained and not transform.positivity.projected:
         raise ValueError(
             "the limit is that of the NTK with respect to the weights themselves: build the "

@@ -15,7 +15,8 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 from tqdm.auto import tqdm
 
-from .transforms import ConstrainedMonotone, MonotoneTransformModule
+from .transforms import MonotoneTransformModule
+from .transforms.base import FamilyHost
 
 __all__ = ["density", "fit_density", "negative_log_likelihood"]
 
@@ -64,9 +65,10 @@ def fit_density(
 
     Each step draws a mini-batch through ``pyro.plate`` sub-sampling (so the loss is scaled to
     the whole data set) and takes a step of Pyro's ``ClippedAdam``, whose learning rate decays
-    geometrically from ``learning_rate`` to ``decay * learning_rate`` over the run. A
-    constrained flow with ``positivity="projected"`` is projected after every step, as
-    projected SGD.
+    geometrically from ``learning_rate`` to ``decay * learning_rate`` over the run. Every
+    constrained flow with ``positivity="projected"`` in ``transform`` (element-wise,
+    autoregressive or coupling, alone or composed) is projected after every step, as projected
+    SGD.
 
     :param transform: the flow; registered with ``pyro.module(name, transform)``.
     :param torch.Tensor data: shape ``(n, input_dim)``.
@@ -104,8 +106,9 @@ def fit_density(
     bar = tqdm(range(steps), desc=name, disable=None if progress else True, leave=False)
     for _ in bar:
         loss = svi.step(data) / len(data)
-        if isinstance(transform, ConstrainedMonotone):
-            transform.project_()
+        for module in transform.modules():  # projected SGD: every projected constrained flow
+            if isinstance(module, FamilyHost):
+                module.project_()
         losses.append(loss)
         bar.set_postfix(nll=f"{loss:.4f}", refresh=False)
     return losses

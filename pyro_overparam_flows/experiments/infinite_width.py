@@ -116,8 +116,7 @@ def laziness(
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                if family == "constrained":
-                    flow.project_()
+                flow.project_()  # projected SGD for constrained flows, a no-op otherwise
         row = {
             "family": family,
             "width": width,
