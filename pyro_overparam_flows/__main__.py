@@ -85,9 +85,13 @@ def sweep_config(args: argparse.Namespace):
             "threads",
             "device",
             "dtype",
+            "test_fraction",
         )
         if (value := getattr(args, key)) is not None
     }
+    if args.data is not None:
+        overrides["data_files"] = tuple(str(path) for path in args.data)
+        overrides.setdefault("datasets", ())  # only the files, unless --datasets names some
     return dataclasses.replace(config, **overrides)
 
 
@@ -96,7 +100,8 @@ def sweep(config, output: Path, command: str) -> None:
 
     runs = config.runs()
     print(
-        f"{len(runs)} runs: {len(config.datasets)} data sets x {len(config.families)} families x "
+        f"{len(runs)} runs: {len(config.datasets) + len(config.data_files)} data sets x "
+        f"{len(config.families)} families x "
         f"{len(config.widths)} widths x {len(config.seeds)} seeds, {config.jobs} at a time"
     )
     results = run_sweep(config, checkpoints=output / "runs")
@@ -219,6 +224,21 @@ def main(argv: list[str] | None = None) -> int:
         "--datasets",
         nargs="+",
         help="data sets, of: " + ", ".join(PAPER_DATASETS) + defaults("datasets"),
+    )
+    grid.add_argument(
+        "--data",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="your own data sets instead of the built-in ones (add --datasets for both): "
+        "files of samples, one per line, as whitespace-separated text (the paper's data "
+        "files), .csv (a header line allowed) or .npy; each is split into training and "
+        "held-out samples (--test-fraction) and named by its file name",
+    )
+    grid.add_argument(
+        "--test-fraction",
+        type=float,
+        help="the held-out share of each --data file (default: 0.1)",
     )
     grid.add_argument(
         "--families",

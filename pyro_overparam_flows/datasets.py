@@ -1,10 +1,13 @@
-"""Built-in data with known densities, for demos, tests and the paper's experiments."""
+"""Built-in data with known densities, for demos, tests and the paper's experiments; a user's own
+samples read from a file and split into train and test sets; the paper's preprocessing."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 import pyro.distributions as dist
 import torch
 
@@ -13,9 +16,11 @@ from .validation import check_positive_int, check_positive_number
 __all__ = [
     "PAPER_DATASETS",
     "Preprocessed",
+    "SAMPLE_FORMATS",
     "Split",
     "checkerboard",
     "checkerboard_distribution",
+    "load_samples",
     "mixture_of_betas",
     "mixture_of_betas_distribution",
     "mixture_of_gaussians",
@@ -23,12 +28,14 @@ __all__ = [
     "mixture_of_gaussians_5d_distribution",
     "mixture_of_gaussians_distribution",
     "scale_to_ball",
+    "split_samples",
     "zscore",
 ]
 
 
 class Split(NamedTuple):
-    """Train and test samples, shape ``(n, d)``, and the true distribution they come from.
+    """Train and test samples, shape ``(n, d)``, and the true distribution they come from (None
+    for a user's data, whose density is not known).
 
     >>> data = mixture_of_gaussians(8, 4)
     >>> isinstance(data, Split), tuple(data.train.shape), tuple(data.test.shape)
@@ -39,7 +46,7 @@ class Split(NamedTuple):
 
     train: torch.Tensor
     test: torch.Tensor
-    distribution: dist.Distribution
+    distribution: dist.Distribution | None
 
 
 def mixture_of_gaussians_distribution(
@@ -280,6 +287,94 @@ def mixture_of_gaussians_5d(
     torch.Size([10, 5])
     """
     return _split(mixture_of_gaussians_5d_distribution(dtype=dtype), train_size, test_size, seed)
+
+
+#: The file formats :func:`load_samples` reads, by suffix; any other suffix is read as text.
+SAMPLE_FORMATS = {
+    ".npy": "a NumPy array of shape (n,) or (n, d)",
+    ".csv": "comma-separated values, one sample per line, a header line allowed",
+    ".txt": "whitespace-separated values, one sample per line (the paper's data files)",
+}
+
+
+def _read_text(path: Path, delimiter: str | None) -> np.ndarray:
+    with path.open() as handle:
+        first = next((line for line in handle if line.strip()), "")
+    try:
+        [float(token) for token in first.replace(",", " ").split()]
+        header = 0
+    except ValueError:  # a header line of column names, as CSV files often have
+        header = 1
+    return np.loadtxt(path, delimiter=delimiter, ndmin=2, skiprows=header)
+
+
+def load_samples(path: str | Path, *, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    r"""Samples from a file, shape ``(n, d)``: a ``.npy`` array, comma-separated ``.csv`` (a
+    header line allowed) or whitespace-separated text (any other suffix; the paper's data files),
+    one sample per line.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = Path(folder) / "samples.txt"
+    ...     _ = path.write_text("0.5 1.0\n-0.25 2.0\n1.5 -1.0\n")
+    ...     load_samples(path).shape
+    torch.Size([3, 2])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"data file {str(path)!r} does not exist")
+    try:
+        if path.suffix.lower() == ".npy":
+            values = np.load(path, allow_pickle=False)
+        else:
+            values = _read_text(path, "," if path.suffix.lower() == ".csv" else None)
+        values = np.asarray(values, dtype=np.float64)
+    except ValueError as error:
+        formats = "; ".join(f"{suffix}: {what}" for suffix, what in SAMPLE_FORMATS.items())
+        raise ValueError(
+            f"could not read samples from {str(path)!r} ({error}); {formats}"
+        ) from None
+    samples = torch.as_tensor(values, dtype=dtype)
+    if samples.dim() == 1:
+        samples = samples.unsqueeze(-1)
+    if samples.dim() != 2 or len(samples) < 2 or samples.shape[-1] < 1:
+        raise ValueError(
+            f"{str(path)!r} must hold at least 2 samples of shape (n, d), got shape "
+            f"{tuple(samples.shape)}"
+        )
+    bad = ~torch.isfinite(samples).all(-1)
+    if bool(bad.any()):
+        row = int(bad.nonzero()[0])
+        raise ValueError(f"{str(path)!r} has NaN or infinite values (first in sample {row})")
+    return samples
+
+
+def split_samples(
+    samples: torch.Tensor | np.ndarray, test_fraction: float = 0.1, seed: int = 0
+) -> Split:
+    """A user's samples, shape ``(n, d)`` (or ``(n,)``), shuffled by ``seed`` and split into a
+    training set and a held-out test set of ``test_fraction`` of them (at least one sample
+    each); their density is not known (``distribution`` None).
+
+    >>> data = split_samples(torch.arange(20.0).reshape(10, 2), test_fraction=0.2)
+    >>> tuple(data.train.shape), tuple(data.test.shape), data.distribution
+    ((8, 2), (2, 2), None)
+    """
+    samples = torch.as_tensor(samples)
+    if not samples.is_floating_point():
+        samples = samples.double()
+    if samples.dim() == 1:
+        samples = samples.unsqueeze(-1)
+    if samples.dim() != 2 or len(samples) < 2:
+        raise ValueError(f"samples must have shape (n, d) with n >= 2, got {tuple(samples.shape)}")
+    if not bool(torch.isfinite(samples).all()):
+        raise ValueError("samples contain NaN or infinite values")
+    if not (isinstance(test_fraction, float | int) and 0 < test_fraction < 1):
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction!r}")
+    test = min(max(round(test_fraction * len(samples)), 1), len(samples) - 1)
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed))
+    shuffled = samples[order]
+    return Split(shuffled[test:], shuffled[:test], None)
 
 
 #: The paper's four data sets by name: each a function ``(train_size, test_size, *, seed,

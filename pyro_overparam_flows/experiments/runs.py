@@ -36,11 +36,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..datasets import PAPER_DATASETS, Preprocessed, scale_to_ball, zscore
+from ..datasets import PAPER_DATASETS, Preprocessed, Split, scale_to_ball, split_samples, zscore
 from ..ntk import parameter_distances
 from ..transforms import (
     MonotoneTransformModule,
@@ -235,7 +236,7 @@ class DensityModel(nn.Module):
 
 
 def prepare_data(
-    dataset: str,
+    dataset: str | Split,
     setting: TrainingSetting,
     *,
     train_size: int = 9000,
@@ -244,14 +245,22 @@ def prepare_data(
 ) -> tuple[Preprocessed, torch.Tensor | None, float, float]:
     """The data set's samples, preprocessed for ``setting``, with the start of the exponential
     base's integral (None for the normal base) and the true distribution's train and test NLL
-    (raw units, nats per sample).
+    (raw units, nats per sample; NaN when it is not known).
+
+    :param dataset: a key of :data:`~pyro_overparam_flows.datasets.PAPER_DATASETS` (drawn with
+        ``train_size``, ``test_size`` and ``seed``), or a user's
+        :class:`~pyro_overparam_flows.datasets.Split` (for example from
+        :func:`~pyro_overparam_flows.datasets.split_samples`).
 
     >>> data, start, _, _ = prepare_data("mixture_of_betas", PAPER_SETTINGS["unconstrained"])
     >>> round(float(data.train.norm(dim=-1).max()), 6), bool((data.test >= start).all())
     (0.5, True)
     """
-    make = PAPER_DATASETS[check_choice(dataset, tuple(PAPER_DATASETS), "dataset")]
-    split = make(train_size, test_size, seed=seed, dtype=torch.float64)
+    if isinstance(dataset, Split):
+        split = Split(dataset.train.double(), dataset.test.double(), dataset.distribution)
+    else:
+        make = PAPER_DATASETS[check_choice(dataset, tuple(PAPER_DATASETS), "dataset")]
+        split = make(train_size, test_size, seed=seed, dtype=torch.float64)
     preprocess = _PREPROCESSING[
         check_choice(setting.preprocessing, tuple(_PREPROCESSING), "preprocessing")
     ]
@@ -259,6 +268,8 @@ def prepare_data(
     start = None
     if check_choice(setting.base, _BASES, "base") == "exponential":
         start = torch.minimum(data.train.min(0).values, data.test.min(0).values)
+    if split.distribution is None:
+        return data, start, math.nan, math.nan
     true_train, true_test = (float(-split.distribution.log_prob(v).mean()) for v in split[:2])
     return data, start, true_train, true_test
 
@@ -376,7 +387,7 @@ def _evaluate(model: DensityModel, x: torch.Tensor, chunk: int = 2048) -> tuple[
 
 
 def train_run(
-    dataset: str,
+    dataset: str | torch.Tensor | np.ndarray | Split,
     family: str,
     width: int,
     seed: int,
@@ -386,6 +397,8 @@ def train_run(
     train_size: int = 9000,
     test_size: int = 1000,
     data_seed: int = 0,
+    test_fraction: float = 0.1,
+    name: str | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     eval_every: int = 1,
@@ -396,12 +409,18 @@ def train_run(
     The data are drawn once from ``data_seed``; ``seed`` sets the initialization and the
     mini-batch order, inside a forked RNG (the caller's random state is left as it was).
 
-    :param str dataset: a key of :data:`~pyro_overparam_flows.datasets.PAPER_DATASETS`.
+    :param dataset: a key of :data:`~pyro_overparam_flows.datasets.PAPER_DATASETS` (drawn with
+        ``train_size``, ``test_size`` and ``data_seed``), or your own data: samples of shape
+        ``(n, d)`` (a tensor or array; ``test_fraction`` of them, shuffled by ``data_seed``, are
+        held out) or a :class:`~pyro_overparam_flows.datasets.Split`. The true NLL of your own
+        data is not known (NaN).
     :param str family: ``"constrained"`` or ``"unconstrained"``.
     :param int width: the hidden width m.
     :param int seed: the run's seed.
     :param TrainingSetting setting: defaults to ``PAPER_SETTINGS[family]``.
     :param int epochs: overrides the setting's number of epochs.
+    :param float test_fraction: the held-out share of your own samples.
+    :param str name: the data set's name in the result (default: the key, or ``"data"``).
     :param int eval_every: the whole training set is scored after every ``eval_every``-th
         epoch and the last (its NLL is NaN in the other epochs' rows); the test set after every
         epoch.
@@ -427,6 +446,12 @@ def train_run(
             "epochs must be >= 0, batch_size and eval_every >= 1, got "
             f"{setting.epochs}, {setting.batch_size}, {eval_every}"
         )
+    if isinstance(dataset, str):
+        name = dataset if name is None else name
+    else:
+        if not isinstance(dataset, Split):
+            dataset = split_samples(dataset, test_fraction, seed=data_seed)
+        name = "data" if name is None else name
     data, start, true_train, true_test = prepare_data(
         dataset, setting, train_size=train_size, test_size=test_size, seed=data_seed
     )
@@ -434,7 +459,7 @@ def train_run(
     log_det_preprocessing = float(data.transform.scale.log().sum())
     train = data.train.to(device=device, dtype=dtype)
     test = data.test.to(device=device, dtype=dtype)
-    result = RunResult(dataset, family, width, seed, setting, true_train, true_test)
+    result = RunResult(name, family, width, seed, setting, true_train, true_test)
     began = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -469,7 +494,7 @@ def train_run(
         result.history.append(record(0, running_nan))
         bar = tqdm(
             range(1, setting.epochs + 1),
-            desc=f"{dataset} {family} m={width} seed={seed}",
+            desc=f"{name} {family} m={width} seed={seed}",
             disable=None if progress else True,
             leave=False,
         )

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..datasets import PAPER_DATASETS
+from ..datasets import PAPER_DATASETS, load_samples
 from ..validation import check_choice, check_positive_int
 from .runs import FAMILIES, PAPER_SETTINGS, RunResult, TrainingSetting, train_run
 from .summary import format_table, summarize
@@ -47,6 +47,12 @@ class SweepConfig:
     """A grid of runs: every data set x family x width x seed.
 
     :param datasets: keys of :data:`~pyro_overparam_flows.datasets.PAPER_DATASETS`.
+    :param data_files: your own data sets: files of samples that
+        :func:`~pyro_overparam_flows.datasets.load_samples` reads (text as the paper's data
+        files, ``.csv`` or ``.npy``), each named by its file name without suffix; all their
+        samples are used, ``test_fraction`` of them held out (``train_size`` and
+        ``test_size`` apply to the built-in data sets only).
+    :param float test_fraction: the held-out share of each data file.
     :param families: ``"constrained"`` and/or ``"unconstrained"``.
     :param widths: hidden widths m.
     :param seeds: run seeds (initialization and batch order; the data are fixed by
@@ -69,6 +75,8 @@ class SweepConfig:
     """
 
     datasets: tuple[str, ...] = ("mixture_of_gaussians", "mixture_of_betas")
+    data_files: tuple[str, ...] = ()
+    test_fraction: float = 0.1
     families: tuple[str, ...] = FAMILIES
     widths: tuple[int, ...] = (8, 32, 128, 512, 2048)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -86,10 +94,20 @@ class SweepConfig:
     def __post_init__(self):
         for name in self.datasets:
             check_choice(name, PAPER_DATASETS, "dataset")
+        names = [*self.datasets, *self.files()]
+        if len(set(names)) != len(names):
+            raise ValueError(f"data set names must be distinct, got {names}")
+        for path in self.data_files:
+            if not Path(path).is_file():
+                raise ValueError(f"data file {path!r} does not exist")
+        if not (isinstance(self.test_fraction, float | int) and 0 < self.test_fraction < 1):
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction!r}")
         for family in self.families:
             check_choice(family, FAMILIES, "family")
-        if not self.datasets or not self.families or not self.widths or not self.seeds:
-            raise ValueError("datasets, families, widths and seeds must each be non-empty")
+        if not names or not self.families or not self.widths or not self.seeds:
+            raise ValueError(
+                "datasets (or data_files), families, widths and seeds must each be non-empty"
+            )
         if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.widths):
             raise ValueError(f"widths must be integers >= 1, got {self.widths}")
         if self.epochs is not None and self.epochs < 0:
@@ -108,13 +126,23 @@ class SweepConfig:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {self.device!r}: CUDA is not available on this machine")
 
+    def files(self) -> dict[str, str]:
+        """The data files by data set name (the file name without its suffix).
+
+        >>> SweepConfig(datasets=(), data_files=("nonexistent.txt",)).files()
+        Traceback (most recent call last):
+            ...
+        ValueError: data file 'nonexistent.txt' does not exist
+        """
+        return {Path(path).stem: str(path) for path in self.data_files}
+
     def runs(self) -> list[tuple[str, str, int, int]]:
         """(dataset, family, width, seed) of every run, widest first (the longest runs start
         first, so parallel jobs finish together)."""
         return [
             (d, f, m, s)
             for m in sorted(self.widths, reverse=True)
-            for d in self.datasets
+            for d in (*self.datasets, *self.files())
             for f in self.families
             for s in self.seeds
         ]
@@ -131,8 +159,9 @@ QUICK = SweepConfig(widths=(16, 256, 4096), seeds=(0, 1), epochs=10, train_size=
 def _run(config: SweepConfig, run: tuple[str, str, int, int], progress: bool) -> RunResult:
     torch.set_num_threads(config.threads)
     dataset, family, width, seed = run
+    files = config.files()
     return train_run(
-        dataset,
+        load_samples(files[dataset]) if dataset in files else dataset,
         family,
         width,
         seed,
@@ -141,6 +170,8 @@ def _run(config: SweepConfig, run: tuple[str, str, int, int], progress: bool) ->
         train_size=config.train_size,
         test_size=config.test_size,
         data_seed=config.data_seed,
+        test_fraction=config.test_fraction,
+        name=dataset,
         eval_every=config.eval_every,
         device=config.device,
         dtype=_DTYPES[config.dtype],
@@ -236,7 +267,9 @@ def _normalized(described: dict | None) -> dict | None:
     if not isinstance(described, dict) or "settings" not in described:
         return None
     settings = {k: asdict(TrainingSetting(**v)) for k, v in described["settings"].items()}
-    return json.loads(_dumps({**described, "settings": settings}))
+    # Runs saved before data files existed used the built-in data sets only.
+    defaults = {"data_files": [], "test_fraction": SweepConfig.test_fraction}
+    return json.loads(_dumps({**defaults, **described, "settings": settings}))
 
 
 def _strict(value):
