@@ -5,6 +5,6 @@ from .transforms import *  # noqa: F403
 from .transforms import __all__ as _transforms
 
 #: The package version.
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [*_transforms, "__version__"]

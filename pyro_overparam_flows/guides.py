@@ -197,7 +197,7 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
     :param callable model: a Pyro model.
     :param family: ``"unconstrained"``, ``"constrained"``, or a callable returning a new
         :class:`~pyro_overparam_flows.transforms.family.Family` for each layer (then ``width``
-        and ``family_kwargs`` are not used).
+        is not used and ``family_kwargs`` may only be ``scale`` and ``init_conditioner``).
     :param int width: the hidden width m of each dimension's monotone network.
     :param int layers: the number of autoregressive flows.
     :param list[int] hidden_dims: the hidden layers of each autoregressive network (default two
@@ -235,7 +235,18 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
         **family_kwargs: Any,
     ):
         if isinstance(family, str) or not callable(family):
+            if isinstance(family, Family):
+                raise ValueError(
+                    "family takes a callable that returns a new Family for each layer (e.g. "
+                    f"the class, or lambda: {type(family).__name__}(...)), not an instance"
+                )
             check_choice(family, FAMILIES, "family")
+        elif set(family_kwargs) - {"scale", "init_conditioner"}:
+            unknown = sorted(set(family_kwargs) - {"scale", "init_conditioner"})
+            raise ValueError(
+                f"with a family factory, the options are scale and init_conditioner; got {unknown}"
+                " (give the family its own options when you build it)"
+            )
         check_positive_int(layers, "layers")
         check_positive_int(num_summary_samples, "num_summary_samples")
         if hidden_dims is not None:
@@ -265,7 +276,7 @@ class AutoMonotoneFlow(AutoNormalizingFlow):
             family = self.family()
             if not isinstance(family, Family):
                 raise ValueError(f"family must return a Family, got {type(family).__name__}")
-            layer = monotone_autoregressive(latent_dim, family, **options)
+            layer = monotone_autoregressive(latent_dim, family, **options, **self.family_kwargs)
         # The location-scale layer owns the constant offsets and scales: the conditioner's
         # rows of the "offset" field and of the log-scale are held at their start.
         held = torch.zeros(layer.conditioner_size, latent_dim, dtype=torch.bool)

@@ -242,3 +242,63 @@ def test_pickles_of_version_0_1_load_and_give_the_same_maps():
         y = transform(x)
         torch.testing.assert_close(transform.inv(y.clone()), x, rtol=1e-5, atol=1e-5)
         assert torch.isfinite(transform.log_abs_det_jacobian(x, y)).all()
+
+
+def test_parameters_keep_the_order_and_names_of_version_0_1():
+    # Optimizer states are matched by position and the param store by name.
+    from pyro_overparam_flows import (
+        conditional_unconstrained_monotone_autoregressive,
+        constrained_monotone,
+        unconstrained_monotone,
+    )
+
+    def names(module):
+        return [name for name, _ in module.named_parameters()]
+
+    assert names(constrained_monotone(2, 4)) == [
+        "raw_hidden_weight",
+        "raw_output_weight",
+        "hidden_bias",
+        "raw_tail",
+        "offset",
+    ]
+    assert names(constrained_monotone(2, 4, tail=False)) == [
+        "raw_hidden_weight",
+        "raw_output_weight",
+        "hidden_bias",
+        "offset",
+    ]
+    assert names(unconstrained_monotone(2, 4)) == [
+        "hidden_weight",
+        "output_weight",
+        "hidden_bias",
+        "offset",
+    ]
+    conditional = conditional_unconstrained_monotone_autoregressive(3, 2, 4, hidden_dims=[6])
+    bound = names(conditional.condition(torch.zeros(2)))
+    assert bound[0].startswith("arn.network.") and bound[-2:] == [
+        "parent.hidden_weight",
+        "parent.output_weight",
+    ]
+
+
+def test_a_family_argument_that_is_not_a_family_gets_a_clear_error():
+    from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
+
+    with pytest.raises(ValueError, match="got the class UnconstrainedFamily"):
+        monotone_autoregressive(3, UnconstrainedFamily)
+    with pytest.raises(ValueError, match="family must be a Family instance .* got str"):
+        monotone_coupling(4, "unconstrained")
+
+    def model():
+        pyro.sample("z", dist.Normal(torch.zeros(2), torch.ones(2)).to_event(1))
+
+    with pytest.raises(ValueError, match="a callable that returns a new Family for each layer"):
+        AutoMonotoneFlow(model, family=Affine())
+    with pytest.raises(
+        ValueError, match=r"the options are scale and init_conditioner; got \['bogus'\]"
+    ):
+        AutoMonotoneFlow(model, family=Affine, bogus=3)
+    guide = AutoMonotoneFlow(model, family=Affine, scale=False, hidden_dims=[8])
+    guide()
+    assert all(not part.scale for part in guide.transform.parts if hasattr(part, "family"))

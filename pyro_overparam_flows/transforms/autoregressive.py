@@ -81,9 +81,9 @@ class MonotoneAutoregressive(ConditionedFlow):
         init_conditioner: bool = True,
         parent: nn.Module | None = None,
     ):
-        super().__init__(input_dim, family, scale=scale, parent=parent)
+        super().__init__(input_dim, family, scale=scale)
         _check_order(autoregressive_nn, "AutoRegressiveNN")
-        self.arn = autoregressive_nn
+        self._bind("arn", autoregressive_nn, parent)
         if parent is None:
             start_family_(self, input_dim, autoregressive_nn, init_conditioner)
 
@@ -160,8 +160,9 @@ class MonotoneAutoregressive(ConditionedFlow):
 
 
 class ConditionalMonotoneAutoregressive(ConditionalFlow):
-    """Conditional autoregressive machinery: ``self.nn`` is a conditional masked network
-    (Pyro's :class:`~pyro.nn.ConditionalAutoRegressiveNN`); subclasses mix in a family.
+    """The conditional autoregressive structure: ``family``'s maps with their free numbers given
+    by a conditional masked network ``self.nn`` (Pyro's
+    :class:`~pyro.nn.ConditionalAutoRegressiveNN`) of the preceding coordinates and a context.
     :meth:`condition` gives the :class:`MonotoneAutoregressive` of a context.
 
     >>> from pyro_overparam_flows import conditional_unconstrained_monotone_autoregressive

@@ -13,7 +13,7 @@ from ..parametrizations import Parametrization
 from ..validation import check_dtype, check_positive_int
 from .cache import PairCache
 from .errors import overflow_error, validation_enabled
-from .family import Family
+from .family import Family, check_family
 
 __all__ = ["FamilyHost", "MonotoneBase", "RefuseHalfPrecision", "resolve_tail"]
 
@@ -98,12 +98,10 @@ def _from_version_0_1(state: dict) -> dict:
             parametrization=state["parametrization"],
             projection_floor=state["projection_floor"],
         )
-    fields = [name for name, _ in family.free_fields()]
-    with torch.random.fork_rng(devices=[]):  # only the names are wanted: leave the RNG alone
-        weights = family.initial_weights(1)[0]
-    derived = family.derived_buffers(torch.float64)
+    # The transform's own tensors were the family's weights, derived buffers and (element-wise)
+    # free numbers: the conditioner's are those of a submodule.
     tensors = {**state["_parameters"], **state["_buffers"]}
-    own = [name for name in (*weights, *derived, *fields) if tensors.get(name) is not None]
+    own = [name for name, value in tensors.items() if value is not None]
     upgraded = {k: v for k, v in state.items() if k not in _VERSION_0_1}
     upgraded.update(family=family, _own_tensors=tuple(own))
     if "_cached_x_y" in state:
@@ -128,9 +126,15 @@ class FamilyHost:
 
     family: Family
 
-    def _adopt(self, dim: int) -> dict[str, torch.Tensor]:
+    def adopt_family(self, dim: int) -> dict[str, torch.Tensor]:
         """Register the family's weights of ``dim`` dimensions and its derived buffers; return
-        the initial free numbers, by field."""
+        the initial free numbers, by field (what a structure calls once, at construction).
+
+        >>> from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
+        >>> host = MonotoneBase(2, UnconstrainedFamily(4))
+        >>> sorted(host.adopt_family(2)), sorted(name for name, _ in host.named_parameters())
+        (['hidden_bias', 'offset'], ['hidden_weight', 'output_weight'])
+        """
         weights, free = self.family.initial_weights(dim)
         for name, weight in weights.items():
             if weight.trained:
@@ -147,6 +151,9 @@ class FamilyHost:
         """The module whose tensors the family reads (a bound conditional transform reads its
         parent's)."""
         return self  # type: ignore[return-value]
+
+    def extra_repr(self) -> str:
+        return f"family={self.family.name}, input_dim={self.input_dim}"
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The family's tensors by name (weights, derived buffers and, for an element-wise
@@ -226,8 +233,7 @@ class MonotoneBase(FamilyHost, RefuseHalfPrecision, TransformModule):
     def __init__(self, input_dim: int, family: Family):
         check_positive_int(input_dim, "input_dim")
         check_dtype(torch.get_default_dtype(), "the default dtype")
-        if not isinstance(family, Family):
-            raise ValueError(f"family must be a Family, got {type(family).__name__}")
+        check_family(family)
         super().__init__(cache_size=1)
         self.input_dim = input_dim
         self.family = family

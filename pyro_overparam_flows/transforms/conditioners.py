@@ -38,7 +38,7 @@ from torch import nn
 from ..validation import check_bool, check_dtype, check_positive_int
 from .base import FamilyHost, MonotoneBase, RefuseHalfPrecision
 from .errors import implicit_step, validation_enabled
-from .family import Family
+from .family import Family, check_family
 
 __all__ = [
     "MAX_LOG_SCALE",
@@ -138,7 +138,7 @@ def start_family_(
     >>> transform.conditioner_size, transform.nn.layers[-1].out_features  # P, P * (3 - 1)
     (7, 14)
     """
-    free = host._adopt(dims)
+    free = host.adopt_family(dims)
     if check_bool(init_conditioner, "init_conditioner"):
         initial = host.family.join(free)
         if host.scale:
@@ -153,7 +153,12 @@ def conditioner_size(family: Family, scale: object) -> int:
     >>> from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
     >>> conditioner_size(UnconstrainedFamily(16), scale=True)  # 16 biases, offset, log-scale
     18
-    """
+    >>> conditioner_size(UnconstrainedFamily, scale=True)
+    Traceback (most recent call last):
+        ...
+    ValueError: family must be a Family instance (e.g. UnconstrainedFamily(width=64)), got the class UnconstrainedFamily
+    """  # noqa: E501
+    check_family(family)
     return family.free_size + int(scale is True)
 
 
@@ -259,10 +264,15 @@ class ConditionedFlow(MonotoneBase):
         family: Family,
         *,
         scale: bool = True,
-        parent: nn.Module | None = None,
     ):
         super().__init__(input_dim, family)
         self.scale = check_bool(scale, "scale")
+
+    def _bind(self, name: str, conditioner: nn.Module, parent: nn.Module | None) -> None:
+        """Register the conditioner as ``name`` and then the ``parent`` a bound transform reads
+        its tensors from: parameter names come from the first path to each
+        (``arn.network.*``, as in version 0.1)."""
+        setattr(self, name, conditioner)
         if parent is not None:
             self.parent = parent
 
@@ -352,8 +362,7 @@ class ConditionalFlow(FamilyHost, RefuseHalfPrecision, ConditionalTransformModul
         init_conditioner: bool = True,
     ):
         check_dtype(torch.get_default_dtype(), "the default dtype")
-        if not isinstance(family, Family):
-            raise ValueError(f"family must be a Family, got {type(family).__name__}")
+        check_family(family)
         super().__init__()
         self.input_dim = check_positive_int(input_dim, "input_dim")
         self.family = family

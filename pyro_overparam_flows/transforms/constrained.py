@@ -302,7 +302,11 @@ class ConstrainedMonotone(MonotoneTransformModule):
             projection_floor=projection_floor,
         )
         super().__init__(input_dim, family)
-        if not family.has_tail:
+        if family.has_tail:
+            # The order of version 0.1 (w, a, b, s, beta): parameters() and optimizer states
+            # saved then follow it.
+            self._parameters["offset"] = self._parameters.pop("offset")
+        else:
             self.raw_tail = None
 
     @property

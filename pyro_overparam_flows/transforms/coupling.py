@@ -79,10 +79,10 @@ class MonotoneCoupling(ConditionedFlow):
         init_conditioner: bool = True,
         parent: nn.Module | None = None,
     ):
-        super().__init__(input_dim, family, scale=scale, parent=parent)
+        super().__init__(input_dim, family, scale=scale)
         _check_split(input_dim, split_dim)
         self.split_dim = split_dim
-        self.nn = hypernet
+        self._bind("nn", hypernet, parent)
         if parent is None:
             start_family_(self, input_dim - split_dim, hypernet, init_conditioner)
 

@@ -15,9 +15,10 @@ __all__ = ["MonotoneTransformModule"]
 class MonotoneTransformModule(MonotoneBase):
     r"""A strictly increasing map applied to each coordinate of the last dimension:
     :math:`y_d = f(x_d; \theta_d)` for the maps of ``family``, every number of dimension d a
-    parameter of the transform (the family's weights, and each field of its free numbers under
-    the field's name). The log-Jacobian is :math:`\sum_d \log f'(x_d; \theta_d)`; the inverse is
-    the family's batched solve, with gradients by the implicit function theorem.
+    tensor of the transform: the family's weights (parameters, or buffers where the family does
+    not train them) and each field of its free numbers, a parameter under the field's name.
+    The log-Jacobian is :math:`\sum_d \log f'(x_d; \theta_d)`; the inverse is the family's
+    batched solve, with gradients by the implicit function theorem.
 
     :class:`~pyro_overparam_flows.ConstrainedMonotone` and
     :class:`~pyro_overparam_flows.UnconstrainedMonotone` are this structure with their family.
@@ -33,7 +34,7 @@ class MonotoneTransformModule(MonotoneBase):
 
     def __init__(self, input_dim: int, family: Family):
         super().__init__(input_dim, family)
-        free = self._adopt(input_dim)
+        free = self.adopt_family(input_dim)
         for name, value in free.items():
             self.register_parameter(name, nn.Parameter(value))
         self._own_tensors = (*self._own_tensors, *free)

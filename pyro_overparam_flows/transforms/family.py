@@ -35,7 +35,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 
-__all__ = ["Family", "Weight", "select_fields"]
+__all__ = ["Family", "Weight", "check_family", "select_fields"]
 
 
 class Weight(NamedTuple):
@@ -70,7 +70,7 @@ class Family(ABC):
     {'hidden_bias': (3, 8), 'offset': (3,), 'raw_tail': (3,)}
     """
 
-    #: A short name for messages (``"constrained"``, ``"unconstrained"``).
+    #: A short name, shown in the transforms' repr (``"constrained"``, ``"unconstrained"``).
     name: ClassVar[str] = "family"
     #: The configuration attributes a transform of this family exposes as its own
     #: (``transform.width`` is ``transform.family.width``).
@@ -104,7 +104,10 @@ class Family(ABC):
         self, tensors: Mapping[str, torch.Tensor], free: Mapping[str, torch.Tensor]
     ) -> NamedTuple:
         """The scalar networks of every dimension from the transform's tensors (weights and
-        derived buffers, by name) and the free numbers (by field)."""
+        derived buffers, by name) and the free numbers (by field). Its field ``offset`` is
+        :math:`\beta`, around which a conditioned scale applies (so a family used with
+        ``scale=True`` has one), and which :class:`~pyro_overparam_flows.guides.AutoMonotoneFlow`
+        holds constant."""
 
     @abstractmethod
     def map(self, x: torch.Tensor, net: Any) -> torch.Tensor:
@@ -162,6 +165,22 @@ class Family(ABC):
             for name, size in self.free_fields()
         ]
         return torch.cat(columns, -1)
+
+
+def check_family(family: object) -> Family:
+    """``family`` if it is a :class:`Family` instance, else a ValueError that says so.
+
+    >>> check_family("constrained")
+    Traceback (most recent call last):
+        ...
+    ValueError: family must be a Family instance (e.g. UnconstrainedFamily(width=64)), got str
+    """
+    if not isinstance(family, Family):
+        got = f"the class {family.__name__}" if isinstance(family, type) else type(family).__name__
+        raise ValueError(
+            f"family must be a Family instance (e.g. UnconstrainedFamily(width=64)), got {got}"
+        )
+    return family
 
 
 def select_fields(net: NamedTuple, index: torch.Tensor, unit_fields: tuple[str, ...]) -> NamedTuple:
