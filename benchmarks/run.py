@@ -28,6 +28,11 @@ the quadrature path's integrand, and our quadrature flow's forward+backward as a
     python benchmarks/run.py                      # d in {2, 8, 32}, B in {512, 4096}
     python benchmarks/run.py --quick              # d = 8, B = 512
     python benchmarks/run.py --device cuda --batches 4096 65536
+    python benchmarks/run.py --dims 2 8 --batches 4096 --widths 16 64 256 1024 --plot widths.png
+
+With ``--widths`` our flows are measured at each hidden width m (the peers once, at their own
+sizes) and the report is the width axis: time, ns per (row, unit) pair (the log_prob time over
+B * d * m), peak memory and sampling time against m, plotted with ``--plot``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from tqdm import tqdm
 
 HIDDEN = [64, 64]  # every conditioner: two hidden layers of 64 (zuko's default)
 WIDTH = 16  # m of our per-dimension networks: 14k parameters at d = 8, like UMNN's
+_width = WIDTH  # the m a worker builds our flows with (--width)
 SIGNAL = 16  # zuko's and UMNN's embedding size
 ZUKO_INTEGRAND = [16, 16]  # the per-dimension networks of zuko's UNAF and NAF
 UMNN_INTEGRAND = [32, 32]  # UMNN's integrand network, shared by the dimensions
@@ -133,9 +139,9 @@ def _ours(kind: str, autoregressive: bool, d: int, device, dtype, **extra) -> Su
     kwargs = {**kwargs, **extra}
     if autoregressive:
         maker = getattr(pof, f"{family}_monotone_autoregressive")
-        transform = maker(d, WIDTH, hidden_dims=HIDDEN, **kwargs)
+        transform = maker(d, _width, hidden_dims=HIDDEN, **kwargs)
     else:
-        transform = getattr(pof, f"{family}_monotone")(d, WIDTH, **kwargs)
+        transform = getattr(pof, f"{family}_monotone")(d, _width, **kwargs)
     return _pyro_subject(transform, d, device, dtype)
 
 
@@ -254,6 +260,8 @@ def worker(name: str, d: int, batch: int, args: argparse.Namespace) -> None:
     import pyro
     import torch
 
+    global _width
+    _width = args.width
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -338,7 +346,7 @@ def _run_worker(
     ``args.sample_budget`` seconds (or log_prob twice that)."""
     command = [sys.executable, __file__, "--worker", name, str(d), str(batch), *flags]
     command += ["--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype]
-    command += ["--repeats", str(args.repeats)]
+    command += ["--repeats", str(args.repeats), "--width", str(args.width)]
     environment = dict(os.environ, **env)
     lines: queue.Queue = queue.Queue()
     process = subprocess.Popen(
@@ -468,6 +476,11 @@ def main(argv: list[str] | None = None) -> None:
         "--sample-budget", type=float, default=120.0, help="seconds per sampling call"
     )
     parser.add_argument("--output", help="also write the report (Markdown) to this file")
+    parser.add_argument(
+        "--widths", type=int, nargs="+", help="the width axis: our flows at each hidden width m"
+    )
+    parser.add_argument("--plot", help="with --widths: save time against width to this file")
+    parser.add_argument("--width", type=int, default=WIDTH, help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "D", "B"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -477,6 +490,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.dims, args.batches = [8], [512]
+    if args.widths:
+        report = width_axis(args)
+        _write(report, args, argv)
+        return
     configurations = [(d, b) for d in args.dims for b in args.batches]
     results: dict = {c: {} for c in configurations}
     progress = tqdm(
@@ -488,7 +505,12 @@ def main(argv: list[str] | None = None) -> None:
             results[d, batch][name] = measure(name, d, batch, args)
             progress.update()
     progress.close()
-    report = format_report(results, args)
+    _write(format_report(results, args), args, argv)
+
+
+def _write(report: str, args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Print the report under a header naming the command and the machine; save it with
+    ``--output``."""
     command = "python benchmarks/run.py " + " ".join(sys.argv[1:] if argv is None else argv)
     import torch
 
@@ -502,6 +524,80 @@ def main(argv: list[str] | None = None) -> None:
     if args.output:
         with open(args.output, "w") as f:
             f.write(header + report + "\n")
+
+
+def width_axis(args: argparse.Namespace) -> str:
+    """Measure our flows at every width of ``--widths`` and the peers once, per (d, B); return
+    the Markdown table (and save the figure with ``--plot``)."""
+    configurations = [(d, b) for d in args.dims for b in args.batches]
+    ours = [name for name in args.models if MODELS[name][0] == "ours"]
+    peers = [name for name in args.models if MODELS[name][0] != "ours"]
+    total = len(configurations) * (len(ours) * len(args.widths) + len(peers))
+    progress = tqdm(total=total, desc="width axis", unit="run", disable=None)
+    rows: list[dict] = []
+    for d, batch in configurations:
+        for name in ours:
+            for width in args.widths:
+                progress.set_postfix_str(f"d={d} B={batch} {name} m={width}")
+                args.width = width
+                rows.append({"d": d, "B": batch, "model": name, "m": width,
+                             **measure(name, d, batch, args)})  # fmt: skip
+                progress.update()
+        for name in peers:
+            progress.set_postfix_str(f"d={d} B={batch} {name}")
+            args.width = WIDTH
+            rows.append(
+                {"d": d, "B": batch, "model": name, "m": None, **measure(name, d, batch, args)}
+            )
+            progress.update()
+    progress.close()
+    if args.plot:
+        plot_width_axis(rows, args.plot)
+    lines = [
+        "| d | B | model | m | params | log_prob fwd+bwd (ms) | ns per (row, unit) "
+        "| peak memory (MB) | sampling (ms) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        pair = "-"
+        if r["m"] is not None and "log_prob" in r:
+            pair = f"{1e9 * r['log_prob'] / (r['B'] * r['d'] * r['m']):.3g}"
+        memory = f"{r['memory'] / 2**20:.4g}" if "memory" in r else "-"
+        cells = [str(r["d"]), str(r["B"]), r["model"], "-" if r["m"] is None else str(r["m"])]
+        cells += [str(r.get("params", "-")), _cell(r, "log_prob", 2 * args.sample_budget), pair]
+        cells += [memory, _cell(r, "sample", args.sample_budget)]
+        if "error" in r:
+            cells[-1] += f" (failed: {r['error'][:60]})"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_width_axis(rows: list[dict], path: str) -> None:
+    """log_prob time against width, one panel per (d, B): our flows as lines, the peers as
+    horizontal references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(r["d"], r["B"]) for r in rows})
+    figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for axis, (d, batch) in zip(axes[0], panels, strict=True):
+        here = [r for r in rows if (r["d"], r["B"]) == (d, batch) and "log_prob" in r]
+        for name in dict.fromkeys(r["model"] for r in here if r["m"] is not None):
+            own = sorted((r["m"], r["log_prob"]) for r in here if r["model"] == name)
+            axis.plot(*zip(*own, strict=True), "-o", label=name.removeprefix("ours "))
+        for r in (r for r in here if r["m"] is None):
+            axis.axhline(r["log_prob"], ls="--", lw=1, color="0.5")
+            axis.text(0.01, r["log_prob"], r["model"], transform=axis.get_yaxis_transform(),
+                      fontsize=7, color="0.3", va="bottom")  # fmt: skip
+        axis.set_xscale("log", base=2)
+        axis.set(yscale="log", xlabel="hidden width m", ylabel="seconds",
+                 title=f"log_prob fwd+bwd, d = {d}, B = {batch}")  # fmt: skip
+        axis.legend(frameon=False, fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 def _device_name(device: str) -> str:
