@@ -298,7 +298,7 @@ def layer_distances(
     >>> distances = layer_distances(flow, start)
     >>> sorted(distances)  # the offset is not a layer group
     ['hidden_bias', 'hidden_weight', 'output_weight']
-    >>> distances["hidden_bias"][0], distances["hidden_weight"]  # ||(1, 1, 1, 1)|| = 2
+    >>> round(distances["hidden_bias"][0], 5), distances["hidden_weight"]  # ||(1, 1, 1, 1)|| = 2
     (2.0, (0.0, 0.0))
     """
     moved: dict[str, float] = {}

@@ -10,7 +10,7 @@ from pyro.distributions.torch_transform import TransformModule
 from torch import nn
 
 from ..parametrizations import Parametrization
-from ..validation import check_dtype, check_positive_int
+from ..validation import check_dtype, check_floating_tensor, check_positive_int
 from .cache import PairCache
 from .errors import overflow_error, validation_enabled
 from .family import Family, check_family
@@ -280,9 +280,7 @@ class MonotoneBase(FamilyHost, RefuseHalfPrecision, TransformModule):
                 f"{name} must have shape (..., {self.input_dim}) (last dimension = input_dim), "
                 f"got shape {tuple(value.shape)}"
             )
-        if not value.is_floating_point():
-            raise ValueError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
-        check_dtype(value.dtype, f"{name} of dtype")
+        check_floating_tensor(value, name)
         dtype = next(self.parameters()).dtype
         if value.dtype != dtype:
             raise ValueError(
