@@ -17,10 +17,13 @@ timed once, and as a median of three when one call takes under a second; a call 
 after ``--sample-budget`` seconds is stopped and shown as ``>budget``, so its ratio is a bound.
 The round-trip error is ``max |T(T^-1(z)) - z|``.
 
-Our exact integral's kernel is compiled by ``torch.compile`` at the warm-up call, outside the
-timings (compile mode ``"always"``: the steady state of a long run under the default
-``"auto"``, which compiles once eager calls have taken half a minute). "exact, eager" is the
-same flow with compiling off, what a short run gets.
+Our flows run their per-pair work in the native CPU kernels (``numerics.native``), as they do
+by default. "(exact, PyTorch)" and "(PyTorch)" are the same flows with the kernels off, the code
+that runs on a GPU or where no C compiler is found, with the exact integral's kernel compiled by
+``torch.compile`` at the warm-up call, outside the timings (compile mode ``"always"``: the
+steady state of a long run under the default ``"auto"``). "(linear conditioner)" is the flow
+with ``hidden_dims=()``: each dimension's numbers affine in the coordinates before it, the
+paper's model and the cheapest conditioner at large widths.
 
 The floor: the time of one ``torch.tanh`` over a tensor of B * d * K * m elements, the size of
 the quadrature path's integrand, and our quadrature flow's forward+backward as a multiple of it.
@@ -31,8 +34,13 @@ the quadrature path's integrand, and our quadrature flow's forward+backward as a
     python benchmarks/run.py --dims 2 8 --batches 4096 --widths 16 64 256 1024 --plot widths.png
 
 With ``--widths`` our flows are measured at each hidden width m (the peers once, at their own
-sizes) and the report is the width axis: time, ns per (row, unit) pair (the log_prob time over
-B * d * m), peak memory and sampling time against m, plotted with ``--plot``.
+sizes, and zuko's NSF also at each width with a conditioner as wide as gives it our
+unconstrained flow's parameter count there) and the report is the width axis: time, ns per
+(row, unit) pair (the log_prob time over B * d * m), peak memory and sampling time against m,
+plotted with ``--plot``. ``--grid`` runs the grid first and reports both, in one run (the width
+axis at ``--width-dims`` and ``--width-batches``, of ``--width-models``)::
+
+    python benchmarks/run.py --grid --threads 1 --widths 16 64 256 1024 4096 --plot widths.png
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from tqdm import tqdm
 HIDDEN = [64, 64]  # every conditioner: two hidden layers of 64 (zuko's default)
 WIDTH = 16  # m of our per-dimension networks: 14k parameters at d = 8, like UMNN's
 _width = WIDTH  # the m a worker builds our flows with (--width)
+_match_width = False  # whether a matched peer sizes itself to our flow at _width (--matched)
 SIGNAL = 16  # zuko's and UMNN's embedding size
 ZUKO_INTEGRAND = [16, 16]  # the per-dimension networks of zuko's UNAF and NAF
 UMNN_INTEGRAND = [32, 32]  # UMNN's integrand network, shared by the dimensions
@@ -122,13 +131,16 @@ def _umnn_subject(d: int, device, dtype) -> Subject:
 
 def _ours(kind: str, autoregressive: bool, d: int, device, dtype, **extra) -> Subject:
     import pyro_overparam_flows as pof
+    from pyro_overparam_flows.numerics import native
     from pyro_overparam_flows.numerics.compilation import set_compile_mode
 
-    if kind.endswith("-eager"):  # the exact integral without torch.compile
-        kind = kind.removesuffix("-eager")
-        set_compile_mode("never")
-    else:
-        set_compile_mode("always")
+    set_compile_mode("always")
+    if kind.endswith("-pytorch"):  # the PyTorch code, compiled: no native kernels
+        kind = kind.removesuffix("-pytorch")
+        native.use_native(False)
+    hidden = HIDDEN
+    if kind.endswith("-linear"):  # the linear conditioner, hidden_dims=()
+        kind, hidden = kind.removesuffix("-linear"), []
 
     options = {
         "unconstrained-relu": ("unconstrained", {}),
@@ -139,7 +151,7 @@ def _ours(kind: str, autoregressive: bool, d: int, device, dtype, **extra) -> Su
     kwargs = {**kwargs, **extra}
     if autoregressive:
         maker = getattr(pof, f"{family}_monotone_autoregressive")
-        transform = maker(d, _width, hidden_dims=HIDDEN, **kwargs)
+        transform = maker(d, _width, hidden_dims=hidden, **kwargs)
     else:
         transform = getattr(pof, f"{family}_monotone")(d, _width, **kwargs)
     return _pyro_subject(transform, d, device, dtype)
@@ -158,6 +170,30 @@ def _zuko(name: str, d: int, device, dtype) -> Subject:
     return _zuko_subject(flow, device, dtype)
 
 
+def _zuko_nsf(d: int, device, dtype) -> Subject:
+    """zuko's NSF with a conditioner of two hidden layers: of 64 on the grid, and on the width
+    axis as wide as makes its parameter count that of our unconstrained flow at the width
+    measured (the peer at matched parameter counts)."""
+    import zuko
+
+    def build(features: int):
+        return zuko.flows.NSF(d, transforms=1, hidden_features=[features, features])
+
+    features = HIDDEN[0]
+    if _match_width:
+        target = _ours("unconstrained-relu", True, d, device, dtype).module
+        wanted = sum(p.numel() for p in target.parameters() if p.requires_grad)
+        low, high = 1, 8192
+        while low < high:  # the smallest width with at least the parameters wanted
+            middle = (low + high) // 2
+            if sum(p.numel() for p in build(middle).parameters()) < wanted:
+                low = middle + 1
+            else:
+                high = middle
+        features = low
+    return _zuko_subject(build(features), device, dtype)
+
+
 def _pyro_peer(name: str, d: int, device, dtype) -> Subject:
     from pyro.distributions import transforms
 
@@ -171,12 +207,21 @@ def _pyro_peer(name: str, d: int, device, dtype) -> Subject:
 #: name -> (group, builder(d, device, dtype)). Groups: which of ours each peer is compared with.
 MODELS: dict[str, tuple[str, Callable]] = {
     "ours U-ReLU AR (exact)": ("ours", lambda *a: _ours("unconstrained-relu", True, *a)),
-    "ours U-ReLU AR (exact, eager)": (
+    "ours U-ReLU AR (exact, PyTorch)": (
         "ours",
-        lambda *a: _ours("unconstrained-relu-eager", True, *a),
+        lambda *a: _ours("unconstrained-relu-pytorch", True, *a),
+    ),
+    "ours U-ReLU AR (linear conditioner)": (
+        "ours",
+        lambda *a: _ours("unconstrained-relu-linear", True, *a),
     ),
     "ours U-tanh AR (quadrature)": ("ours", lambda *a: _ours("unconstrained-tanh", True, *a)),
     "ours C-tanh AR": ("ours", lambda *a: _ours("constrained", True, *a)),
+    "ours C-tanh AR (PyTorch)": ("ours", lambda *a: _ours("constrained-pytorch", True, *a)),
+    "ours C-tanh AR (linear conditioner)": (
+        "ours",
+        lambda *a: _ours("constrained-linear", True, *a),
+    ),
     "ours U-ReLU elementwise": ("ours", lambda *a: _ours("unconstrained-relu", False, *a)),
     "ours U-tanh elementwise": ("ours", lambda *a: _ours("unconstrained-tanh", False, *a)),
     "ours C-tanh elementwise": ("ours", lambda *a: _ours("constrained", False, *a)),
@@ -185,7 +230,17 @@ MODELS: dict[str, tuple[str, Callable]] = {
     "zuko NAF": ("constrained", lambda *a: _zuko("NAF", *a)),
     "Pyro neural_autoregressive": ("constrained", lambda *a: _pyro_peer("neural", *a)),
     "Pyro spline_autoregressive": ("other", lambda *a: _pyro_peer("spline", *a)),
+    "zuko NSF": ("other", _zuko_nsf),
 }
+#: Our flows on the width axis, by default.
+WIDTH_MODELS = [
+    "ours U-ReLU AR (exact)",
+    "ours U-ReLU AR (linear conditioner)",
+    "ours C-tanh AR",
+    "ours C-tanh AR (linear conditioner)",
+]
+#: Peers measured at every width with parameter counts matched to our flow's there.
+MATCHED_PEERS = ["zuko NSF"]
 QUADRATURE_MODEL = "ours U-tanh AR (quadrature)"
 #: The numbers of quadrature nodes K at which the quadrature flow's peak memory is also measured.
 NODE_COUNTS = (8, 96, 384)
@@ -193,7 +248,7 @@ DEFAULT_NODES = 24  # DEFAULT_QUADRATURE_NODES["softplus"], the quadrature flow'
 #: Our autoregressive flows, each set against every peer in the ratios.
 COMPARED = [
     "ours U-ReLU AR (exact)",
-    "ours U-ReLU AR (exact, eager)",
+    "ours U-ReLU AR (exact, PyTorch)",
     QUADRATURE_MODEL,
     "ours C-tanh AR",
 ]
@@ -260,8 +315,8 @@ def worker(name: str, d: int, batch: int, args: argparse.Namespace) -> None:
     import pyro
     import torch
 
-    global _width
-    _width = args.width
+    global _width, _match_width
+    _width, _match_width = args.width, args.matched
     torch.set_num_threads(args.threads)
     pyro.enable_validation(False)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
@@ -347,6 +402,7 @@ def _run_worker(
     command = [sys.executable, __file__, "--worker", name, str(d), str(batch), *flags]
     command += ["--threads", str(args.threads), "--device", args.device, "--dtype", args.dtype]
     command += ["--repeats", str(args.repeats), "--width", str(args.width)]
+    command += ["--matched"] if args.matched else []
     environment = dict(os.environ, **env)
     lines: queue.Queue = queue.Queue()
     process = subprocess.Popen(
@@ -480,7 +536,22 @@ def main(argv: list[str] | None = None) -> None:
         "--widths", type=int, nargs="+", help="the width axis: our flows at each hidden width m"
     )
     parser.add_argument("--plot", help="with --widths: save time against width to this file")
+    parser.add_argument(
+        "--grid", action="store_true", help="with --widths: run the grid of --dims too, first"
+    )
+    parser.add_argument(
+        "--width-dims", type=int, nargs="+", default=[2, 8], help="d of the width axis"
+    )
+    parser.add_argument(
+        "--width-batches", type=int, nargs="+", default=[4096], help="B of the width axis"
+    )
+    parser.add_argument(
+        "--width-models", nargs="+", default=WIDTH_MODELS, choices=list(MODELS),
+        help="the models of the width axis (peers among them are measured once, at their own "
+        "size, and zuko NSF also at each width with matched parameter counts)",
+    )  # fmt: skip
     parser.add_argument("--width", type=int, default=WIDTH, help=argparse.SUPPRESS)
+    parser.add_argument("--matched", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--worker", nargs=3, metavar=("MODEL", "D", "B"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -490,9 +561,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.quick:
         args.dims, args.batches = [8], [512]
-    if args.widths:
-        report = width_axis(args)
-        _write(report, args, argv)
+    if args.widths and not args.grid:
+        _write(width_axis(args), args, argv)
         return
     configurations = [(d, b) for d in args.dims for b in args.batches]
     results: dict = {c: {} for c in configurations}
@@ -505,7 +575,10 @@ def main(argv: list[str] | None = None) -> None:
             results[d, batch][name] = measure(name, d, batch, args)
             progress.update()
     progress.close()
-    _write(format_report(results, args), args, argv)
+    report = format_report(results, args)
+    if args.widths:
+        report += "\n\n## The width axis\n\n" + width_axis(args)
+    _write(report, args, argv)
 
 
 def _write(report: str, args: argparse.Namespace, argv: list[str] | None) -> None:
@@ -529,10 +602,15 @@ def _write(report: str, args: argparse.Namespace, argv: list[str] | None) -> Non
 def width_axis(args: argparse.Namespace) -> str:
     """Measure our flows at every width of ``--widths`` and the peers once, per (d, B); return
     the Markdown table (and save the figure with ``--plot``)."""
-    configurations = [(d, b) for d in args.dims for b in args.batches]
-    ours = [name for name in args.models if MODELS[name][0] == "ours"]
-    peers = [name for name in args.models if MODELS[name][0] != "ours"]
-    total = len(configurations) * (len(ours) * len(args.widths) + len(peers))
+    dims = args.width_dims if args.grid else args.dims
+    batches = args.width_batches if args.grid else args.batches
+    models = args.width_models if args.grid else args.models
+    configurations = [(d, b) for d in dims for b in batches]
+    ours = [name for name in models if MODELS[name][0] == "ours"]
+    peers = [name for name in models if MODELS[name][0] != "ours"]
+    matched = [name for name in peers if name in MATCHED_PEERS]
+    per_width = len(ours) + len(matched)
+    total = len(configurations) * (per_width * len(args.widths) + len(peers))
     progress = tqdm(total=total, desc="width axis", unit="run", disable=None)
     rows: list[dict] = []
     for d, batch in configurations:
@@ -543,6 +621,15 @@ def width_axis(args: argparse.Namespace) -> str:
                 rows.append({"d": d, "B": batch, "model": name, "m": width,
                              **measure(name, d, batch, args)})  # fmt: skip
                 progress.update()
+        for name in matched:
+            for width in args.widths:
+                progress.set_postfix_str(f"d={d} B={batch} {name} matched to m={width}")
+                args.width, args.matched = width, True
+                rows.append({"d": d, "B": batch, "model": f"{name} (params of m = {width})",
+                             "m": width, "matched": True,
+                             **measure(name, d, batch, args)})  # fmt: skip
+                progress.update()
+            args.matched = False
         for name in peers:
             progress.set_postfix_str(f"d={d} B={batch} {name}")
             args.width = WIDTH
@@ -560,7 +647,7 @@ def width_axis(args: argparse.Namespace) -> str:
     ]
     for r in rows:
         pair = "-"
-        if r["m"] is not None and "log_prob" in r:
+        if r["m"] is not None and "log_prob" in r and not r.get("matched"):
             pair = f"{1e9 * r['log_prob'] / (r['B'] * r['d'] * r['m']):.3g}"
         memory = f"{r['memory'] / 2**20:.4g}" if "memory" in r else "-"
         cells = [str(r["d"]), str(r["B"]), r["model"], "-" if r["m"] is None else str(r["m"])]
@@ -584,9 +671,16 @@ def plot_width_axis(rows: list[dict], path: str) -> None:
     figure, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for axis, (d, batch) in zip(axes[0], panels, strict=True):
         here = [r for r in rows if (r["d"], r["B"]) == (d, batch) and "log_prob" in r]
-        for name in dict.fromkeys(r["model"] for r in here if r["m"] is not None):
+        for name in dict.fromkeys(
+            r["model"] for r in here if r["m"] is not None and not r.get("matched")
+        ):
             own = sorted((r["m"], r["log_prob"]) for r in here if r["model"] == name)
             axis.plot(*zip(*own, strict=True), "-o", label=name.removeprefix("ours "))
+        matched = sorted((r["m"], r["log_prob"], r["model"]) for r in here if r.get("matched"))
+        for name in dict.fromkeys(model.split(" (")[0] for _, _, model in matched):
+            points = [(m, t) for m, t, model in matched if model.startswith(name)]
+            axis.plot(*zip(*points, strict=True), ":s", color="0.4",
+                      label=f"{name} (parameters matched)")  # fmt: skip
         for r in (r for r in here if r["m"] is None):
             axis.axhline(r["log_prob"], ls="--", lw=1, color="0.5")
             axis.text(0.01, r["log_prob"], r["model"], transform=axis.get_yaxis_transform(),

@@ -33,7 +33,7 @@ from typing import NamedTuple
 import torch
 
 from .activations import HiddenActivation, PositiveFunction, SaturatingActivation
-from .numerics import integrate_one_hidden_layer, relu_integral
+from .numerics import integrate_one_hidden_layer, native, relu_integral
 
 __all__ = [
     "MIN_SLOPE",
@@ -41,11 +41,13 @@ __all__ = [
     "UnconstrainedNetwork",
     "constrained_log_derivative",
     "constrained_map",
+    "constrained_map_and_log_derivative",
     "constrained_map_and_slope",
     "constrained_range",
     "network_output",
     "unconstrained_log_derivative",
     "unconstrained_map",
+    "unconstrained_map_and_log_derivative",
 ]
 
 
@@ -104,6 +106,24 @@ def _pre_activation(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.
     return x.unsqueeze(-1) * w + b
 
 
+def _native_saturating(
+    x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The saturating part and its log-slope from one pass of the native kernel
+    (:mod:`~pyro_overparam_flows.numerics.native`), or None where it does not apply."""
+    tensors = (
+        x,
+        net.hidden_weight,
+        net.hidden_bias,
+        net.output_weight,
+        net.log_hidden_weight,
+        net.log_output_weight,
+    )
+    if sigma.name not in native.SATURATING_KINDS or not native.usable(*tensors):
+        return None
+    return native.saturating(*tensors, net.multiplier, sigma.name)
+
+
 def constrained_map(
     x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> torch.Tensor:
@@ -118,8 +138,12 @@ def constrained_map(
     >>> torch.allclose(y, transform(x))
     True
     """
-    u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
-    y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
+    computed = _native_saturating(x, net, sigma)
+    if computed is None:
+        u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
+        y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
+    else:
+        y = computed[0] + net.offset
     return y if net.tail is None else y + net.tail * x
 
 
@@ -137,10 +161,14 @@ def constrained_map_and_slope(
     >>> torch.allclose(slope, torch.autograd.grad(y.sum(), x)[0])
     True
     """
-    u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
-    y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
-    weights = net.output_weight * net.hidden_weight
-    slope = net.multiplier * (sigma.derivative(u) * weights).sum(-1)
+    computed = _native_saturating(x, net, sigma)
+    if computed is None:
+        u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
+        y = net.multiplier * (sigma.fn(u) * net.output_weight).sum(-1) + net.offset
+        weights = net.output_weight * net.hidden_weight
+        slope = net.multiplier * (sigma.derivative(u) * weights).sum(-1)
+    else:
+        y, slope = computed[0] + net.offset, computed[1].exp()
     if net.tail is None:
         return y, slope
     return y + net.tail * x, slope + net.tail
@@ -162,10 +190,39 @@ def constrained_log_derivative(
     >>> torch.allclose(constrained_log_derivative(x, net, sigma).exp(), slope)
     True
     """
-    u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
-    terms = net.log_output_weight + net.log_hidden_weight + sigma.log_derivative(u)
-    log_slope = torch.logsumexp(terms, -1) + math.log(net.multiplier)
+    computed = _native_saturating(x, net, sigma)
+    if computed is None:
+        u = _pre_activation(x, net.hidden_weight, net.hidden_bias)
+        terms = net.log_output_weight + net.log_hidden_weight + sigma.log_derivative(u)
+        log_slope = torch.logsumexp(terms, -1) + math.log(net.multiplier)
+    else:
+        log_slope = computed[1]
     return log_slope if net.log_tail is None else torch.logaddexp(log_slope, net.log_tail)
+
+
+def constrained_map_and_log_derivative(
+    x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""f(x) and log f'(x) of the constrained family together: from one pass of the native
+    kernel where it applies (one pass back, too), else :func:`constrained_map` and
+    :func:`constrained_log_derivative`.
+
+    >>> from pyro_overparam_flows import constrained_monotone
+    >>> transform = constrained_monotone(2, width=8)
+    >>> net, sigma, x = transform.network(), transform.activation, torch.randn(5, 2)
+    >>> y, log_slope = constrained_map_and_log_derivative(x, net, sigma)
+    >>> torch.allclose(y, constrained_map(x, net, sigma))
+    True
+    >>> torch.allclose(log_slope, constrained_log_derivative(x, net, sigma))
+    True
+    """
+    computed = _native_saturating(x, net, sigma)
+    if computed is None:
+        return constrained_map(x, net, sigma), constrained_log_derivative(x, net, sigma)
+    y, log_slope = computed[0] + net.offset, computed[1]
+    if net.tail is None:
+        return y, log_slope
+    return y + net.tail * x, torch.logaddexp(log_slope, net.log_tail)
 
 
 def constrained_range(
@@ -198,8 +255,10 @@ def network_output(
     >>> tuple(n.shape), bool(n.abs().max() < 1e-6)  # paired units cancel at initialization
     ((5, 2), True)
     """
-    u = _pre_activation(t, net.hidden_weight, net.hidden_bias)
-    return net.multiplier * (rho.fn(u) * net.output_weight).sum(-1)
+    w, b, a = net.hidden_weight, net.hidden_bias, net.output_weight
+    if rho.name == "relu" and native.usable(t, w, b, a):
+        return native.relu_network(t, w, b, a, net.multiplier)
+    return net.multiplier * (rho.fn(_pre_activation(t, w, b)) * a).sum(-1)
 
 
 def unconstrained_map(
@@ -250,9 +309,54 @@ def unconstrained_log_derivative(
     >>> torch.allclose(unconstrained_log_derivative(x, net, rho, phi).exp(), slope)
     True
     """
-    log_phi = phi.log(network_output(x, net, rho))
+    return _log_slope_of_network(network_output(x, net, rho), net, phi)
+
+
+def _log_slope_of_network(
+    n: torch.Tensor, net: UnconstrainedNetwork, phi: PositiveFunction
+) -> torch.Tensor:
+    """log f' given N(x): log phi(N), or log(s + (1 - s) phi(N)) with a tail."""
+    log_phi = phi.log(n)
     if net.tail is None:
         return log_phi
     # logaddexp(log(1 - s) + log phi, log s) without allocating the constant.
     scaled, floor = log_phi + math.log1p(-net.tail), math.log(net.tail)
     return torch.clamp(scaled, min=floor) + torch.log1p(torch.exp(-(scaled - floor).abs()))
+
+
+def unconstrained_map_and_log_derivative(
+    x: torch.Tensor, net: UnconstrainedNetwork, rho: HiddenActivation, phi: PositiveFunction
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    r"""f(x) and log f'(x) of the unconstrained family from one pass of the native kernel
+    (:mod:`~pyro_overparam_flows.numerics.native`), which gives N(x) beside the exact integral,
+    with one pass back; None where that kernel does not apply (then use
+    :func:`unconstrained_map` and :func:`unconstrained_log_derivative`). It applies to the
+    exact integral (ReLU, phi = ELU + 1) with weights that vary over the batch (a conditioner's
+    hidden biases), on the CPU.
+
+    >>> from pyro_overparam_flows import unconstrained_monotone
+    >>> transform = unconstrained_monotone(2, width=8)
+    >>> net, rho, phi = transform.network(), transform.activation, transform.phi
+    >>> x = torch.randn(5, 2)
+    >>> net = net._replace(hidden_bias=net.hidden_bias.expand(5, 2, 8))  # one row per sample
+    >>> both = unconstrained_map_and_log_derivative(x, net, rho, phi)
+    >>> both is None or torch.allclose(both[0], unconstrained_map(x, net, rho, phi, None))
+    True
+    >>> both is None or torch.allclose(both[1], unconstrained_log_derivative(x, net, rho, phi))
+    True
+    """
+    w, b, a = net.hidden_weight, net.hidden_bias, net.output_weight
+    if (
+        net.quadrature is not None
+        or rho.name != "relu"
+        or phi.name != "elu_plus_one"
+        or all(t.dim() == 2 for t in (w, b, a))
+        or not native.usable(x, w, b, a)
+        or not bool(torch.isfinite(x).all())
+    ):
+        return None
+    integral, n = native.relu_integral_and_network(x, w, b, a, net.multiplier)
+    log_slope = _log_slope_of_network(n, net, phi)
+    if net.tail is None:
+        return net.offset + integral, log_slope
+    return net.offset + net.tail * x + (1.0 - net.tail) * integral, log_slope

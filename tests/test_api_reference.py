@@ -59,6 +59,7 @@ MODULES = [
     "pyro_overparam_flows.numerics.piecewise",
     "pyro_overparam_flows.numerics.root_finding",
     "pyro_overparam_flows.numerics.compilation",
+    "pyro_overparam_flows.numerics.native",
     "pyro_overparam_flows.validation",
 ]
 

@@ -1,5 +1,7 @@
 """The compiled (torch.compile) exact ReLU integral against the eager one and independent
-references, its modes, and its fall-back to eager when compiling fails."""
+references, its modes, and its fall-back to eager when compiling fails. The native kernels
+(which the flows use on the CPU by default) are off here: this is the PyTorch code, the path on
+other devices and where no C compiler is found."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 import torch
 
 from pyro_overparam_flows import unconstrained_monotone_autoregressive
-from pyro_overparam_flows.numerics import compilation, piecewise, relu_integral
+from pyro_overparam_flows.numerics import compilation, native, piecewise, relu_integral
 from pyro_overparam_flows.numerics.compilation import (
     AUTO_MIN_ELEMENTS,
     AUTO_PAYBACK_SECONDS,
@@ -21,6 +23,13 @@ from pyro_overparam_flows.numerics.compilation import (
 )
 
 from helpers import random_network, split_reference
+
+
+@pytest.fixture(autouse=True)
+def pytorch_code():
+    previous = native.use_native(False)
+    yield
+    native.use_native(previous)
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import native
 from .compilation import FusedKernel
 
 __all__ = ["RELU_INTEGRANDS", "relu_integral"]
@@ -161,6 +162,16 @@ def relu_integral(
         x, hidden_weight, hidden_bias, output_weight = (
             v.detach() for v in (x, hidden_weight, hidden_bias, output_weight)
         )
+    weights = (hidden_weight, hidden_bias, output_weight)
+    shared = all(t.dim() == 2 for t in weights)
+    if (
+        not shared
+        and phi == "elu_plus_one"
+        and native.usable(x, *weights)
+        and bool(torch.isfinite(x).all())
+    ):
+        # One pass of C per row, weights shared by the batch read in place (numerics.native).
+        return native.relu_integral_rows(x, *weights, multiplier)
     rows, w, b, a, restore = _rows(x, hidden_weight, hidden_bias, output_weight)
     if rows.shape[-1] == 1:
         # One query per parameter row (a conditioner's output): each row's pieces clipped to its

@@ -14,6 +14,7 @@ from .conditioners import (
     ConditionalFlow,
     ConditionedFlow,
     Conditioning,
+    LinearAutoregressiveNN,
     WithContext,
     conditioner_size,
     default_hidden_dims,
@@ -89,6 +90,17 @@ class MonotoneAutoregressive(ConditionedFlow):
 
     def _condition_on(self, x: torch.Tensor) -> Conditioning:
         out = self.arn(x)
+        if getattr(self.arn, "numbers_last", False):  # (..., D, P): read in place
+            if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != (
+                self.input_dim,
+                self.conditioner_size,
+            ):
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                raise ValueError(
+                    f"the autoregressive network (numbers_last) must return one tensor of "
+                    f"shape (..., {self.input_dim}, {self.conditioner_size}), got {got}"
+                )
+            return self._conditioning(out)
         expected = (self.conditioner_size, self.input_dim)
         if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -97,13 +109,15 @@ class MonotoneAutoregressive(ConditionedFlow):
                 f"{expected[1]}) (numbers per dimension, input_dim), as AutoRegressiveNN("
                 f"input_dim, hidden_dims, param_dims=[{expected[0]}]) does; got {got}"
             )
-        return self._conditioning(out.transpose(-1, -2))
+        # Each dimension's numbers contiguous: the kernels read the hidden biases in place.
+        return self._conditioning(out.transpose(-1, -2).contiguous())
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "x")
         conditioning = self._condition_on(x)
         self._cache.conditioning = x, conditioning
-        return self._finite(self._apply_map(x, conditioning), "forward map", conditioning.named())
+        y = self._apply_map_keeping_log_slope(x, conditioning, x)
+        return self._finite(y, "forward map", conditioning.named())
 
     def map_given(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         r"""Each dimension's map at t with the conditioner fed x: :math:`f_d(t_d; x_{<d})`, of
@@ -132,7 +146,7 @@ class MonotoneAutoregressive(ConditionedFlow):
         self._cache.refresh(self)
         self._check(x, "x")
         conditioning = self._conditioning_for(x)
-        log_det = self._log_slope(x, conditioning).sum(-1)
+        log_det = self._log_slope(x, conditioning, key=x).sum(-1)
         return self._finite(log_det, "log-Jacobian", conditioning.named())
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
@@ -439,6 +453,15 @@ def _build(
     sized for its family."""
     structure = {k: options.pop(k) for k in ("scale", "init_conditioner") if k in options}
     size = conditioner_size(cls.family_type(width, **options), structure.get("scale", True))
+    if hidden_dims is not None and len(hidden_dims) == 0:
+        if context_dim is not None:
+            raise ValueError(
+                "hidden_dims=() (the linear conditioner) is for the unconditional "
+                "autoregressive flows; a conditional flow needs hidden layers to mix in the "
+                "context, e.g. hidden_dims=[64, 64]"
+            )
+        arn = LinearAutoregressiveNN(input_dim, [size], permutation=permutation)
+        return cls(input_dim, arn, width, **structure, **options)
     sizes = (default_hidden_dims(input_dim, hidden_dims),)
     factory = AutoRegressiveNN
     if context_dim is not None:
@@ -467,7 +490,9 @@ def constrained_monotone_autoregressive(
     :param int input_dim: the dimension of the input variable.
     :param int width: the hidden width m of each dimension's network (default 64).
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
-        layers of ``10 * input_dim``).
+        layers of ``10 * input_dim``); ``()`` for the paper's model, each dimension's numbers
+        affine in the coordinates before it (:class:`LinearAutoregressiveNN`: the cheapest
+        conditioner at large widths).
     :param torch.Tensor permutation: the variable order of the autoregressive network (default
         a random permutation, as Pyro's).
     :param kwargs: the keyword arguments of :class:`ConstrainedMonotoneAutoregressive`.
@@ -503,7 +528,9 @@ def unconstrained_monotone_autoregressive(
     :param int input_dim: the dimension of the input variable.
     :param int width: the hidden width m of each dimension's integrand network (default 64).
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
-        layers of ``10 * input_dim``).
+        layers of ``10 * input_dim``); ``()`` for the paper's model, each dimension's numbers
+        affine in the coordinates before it (:class:`LinearAutoregressiveNN`: the cheapest
+        conditioner at large widths).
     :param torch.Tensor permutation: the variable order of the autoregressive network (default
         a random permutation, as Pyro's).
     :param kwargs: the keyword arguments of :class:`UnconstrainedMonotoneAutoregressive`.
@@ -617,7 +644,9 @@ def monotone_autoregressive(
     :param int input_dim: the dimension of the input variable.
     :param Family family: the maps of each dimension.
     :param list[int] hidden_dims: the hidden layers of the autoregressive network (default two
-        layers of ``10 * input_dim``).
+        layers of ``10 * input_dim``); ``()`` for the paper's model, each dimension's numbers
+        affine in the coordinates before it (:class:`LinearAutoregressiveNN`: the cheapest
+        conditioner at large widths).
     :param torch.Tensor permutation: the variable order (default a random permutation).
     :param bool scale: as for :class:`MonotoneAutoregressive`.
     :param bool init_conditioner: as for :class:`MonotoneAutoregressive`.

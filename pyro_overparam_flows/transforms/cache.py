@@ -57,6 +57,7 @@ class PairCache:
         self.pair: tuple[Any, Any] = (None, None)
         self.direction: str | None = None
         self.conditioning: tuple | None = None  # (x, what the conditioner gave for x)
+        self.log_slope: tuple | None = None  # (x, its version, log f'(x) from a forward pass)
         self._state: tuple = ()
         self._token: object | None = None
 
@@ -65,6 +66,7 @@ class PairCache:
         self.pair = (None, None)
         self.direction = None
         self.conditioning = None
+        self.log_slope = None
 
     def refresh(self, module: torch.nn.Module) -> None:
         """Apply rules 2 and 3: forget if ``module`` or the optimizers moved on since."""
@@ -104,6 +106,18 @@ class PairCache:
         """What the conditioner gave for this very x in the last call, or None."""
         if self.conditioning is not None and self.conditioning[0] is x:
             return self.conditioning[1]
+        return None
+
+    def keep_log_slope(self, x: torch.Tensor, log_slope: torch.Tensor | None) -> None:
+        """Keep the log-derivatives a forward pass on x computed (None: forget them)."""
+        self.log_slope = None if log_slope is None else (x, x._version, log_slope)
+
+    def log_slope_for(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The log-derivatives the forward pass on this very x kept (x unchanged since), or
+        None."""
+        if self.log_slope is not None and self.log_slope[0] is x:
+            if self.log_slope[1] == x._version:
+                return self.log_slope[2]
         return None
 
     def __getstate__(self) -> dict:

@@ -45,6 +45,7 @@ __all__ = [
     "ConditionalFlow",
     "ConditionedFlow",
     "Conditioning",
+    "LinearAutoregressiveNN",
     "WithContext",
     "bounded_log_scale",
     "conditioner_size",
@@ -93,6 +94,72 @@ def bounded_log_scale(raw: torch.Tensor) -> torch.Tensor:
     return MAX_LOG_SCALE * torch.tanh(raw / MAX_LOG_SCALE)
 
 
+class LinearAutoregressiveNN(nn.Module):
+    r"""The paper's conditioner for the autoregressive flows: every number dimension d's map is
+    given (its hidden biases, offset, tail, log-scale) is affine in the coordinates before d,
+
+        :math:`\theta_{dp}(x) = \sum_{j <_\pi d} V_{dpj} x_j + c_{dp}`,
+
+    so the hidden pre-activations :math:`w_{dr} x_d + b_{dr}(x_{<d})` are linear in
+    :math:`(x_{<d}, x_d)`, the one-hidden-layer networks of Shah et al. (2022) with no other
+    layer. A masked linear map from D inputs to D * P outputs, returned as ``(..., D, P)``
+    (``numbers_last``): each dimension's numbers lie together, which the flows' kernels read
+    in place, without the transposes of Pyro's ``(..., P, D)`` layout. ``hidden_dims=()`` in
+    the autoregressive helpers builds it.
+
+    :param int input_dim: D.
+    :param list[int] param_dims: ``[P]``, the numbers per dimension.
+    :param torch.Tensor permutation: the variable order (default a random permutation, as
+        Pyro's :class:`~pyro.nn.AutoRegressiveNN`).
+
+    >>> network = LinearAutoregressiveNN(3, [5], permutation=torch.tensor([0, 1, 2]))
+    >>> x = torch.randn(4, 3)
+    >>> network(x).shape
+    torch.Size([4, 3, 5])
+    >>> bool((network(x)[:, 0] == network.bias.view(3, 5)[0]).all())  # the first depends on none
+    True
+    """
+
+    #: The output's layout is ``(..., D, P)``.
+    numbers_last = True
+
+    def __init__(
+        self,
+        input_dim: int,
+        param_dims: list[int],
+        permutation: torch.Tensor | None = None,
+    ):
+        super().__init__()
+        self.input_dim = check_positive_int(input_dim, "input_dim")
+        if len(param_dims) != 1:
+            raise ValueError(f"param_dims must be one count [P], got {param_dims!r}")
+        self.count = check_positive_int(param_dims[0], "param_dims[0]")
+        if permutation is None:
+            permutation = torch.randperm(input_dim)
+        if sorted(permutation.tolist()) != list(range(input_dim)):
+            raise ValueError(f"permutation must order 0 .. {input_dim - 1}, got {permutation}")
+        self.register_buffer("permutation", permutation.clone())
+        rank = torch.empty_like(permutation)
+        rank[permutation] = torch.arange(input_dim)
+        # Output (d, p) sees input j when j comes before d in the order.
+        mask = (rank.unsqueeze(1) > rank.unsqueeze(0)).repeat_interleave(self.count, 0)
+        self.register_buffer("mask", mask.to(torch.get_default_dtype()))
+        layer = nn.Linear(input_dim, input_dim * self.count)
+        self.weight = nn.Parameter(layer.weight.detach() * self.mask)
+        self.bias = nn.Parameter(layer.bias.detach())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = nn.functional.linear(x, self.weight * self.mask, self.bias)
+        return out.unflatten(-1, (self.input_dim, self.count))
+
+    @torch.no_grad()
+    def start_(self, initial: torch.Tensor) -> None:
+        """Output ``initial`` (shape ``(P, D)``) for every input: zero weights, ``initial``
+        (transposed to the ``(D, P)`` layout) as the bias."""
+        self.weight.zero_()
+        self.bias.copy_(initial.transpose(0, 1).reshape(-1))
+
+
 @torch.no_grad()
 def start_conditioner_(conditioner: nn.Module, initial: torch.Tensor) -> None:
     """Make ``conditioner`` output ``initial`` (shape ``(P, D)``, flattened row-major) for every
@@ -108,6 +175,9 @@ def start_conditioner_(conditioner: nn.Module, initial: torch.Tensor) -> None:
     >>> conditioner(torch.randn(5, 2)).unique(dim=0).tolist()  # the same for every input
     [[1.0, 2.0, 3.0]]
     """
+    if isinstance(conditioner, LinearAutoregressiveNN):
+        conditioner.start_(initial)
+        return
     layers = getattr(conditioner, "layers", None)
     last = layers[-1] if isinstance(layers, nn.ModuleList) and len(layers) > 0 else None
     if not isinstance(last, nn.Linear) or last.bias is None or last.out_features != initial.numel():
@@ -298,8 +368,9 @@ class ConditionedFlow(MonotoneBase):
         """Split the conditioner's numbers, shape ``(..., dims, P)``, into network and scale."""
         tensors, family = self.tensors(), self.family
         if self.scale:
-            network = family.network(tensors, family.split(free[..., :-1]))
-            return Conditioning(network, bounded_log_scale(free[..., -1]))
+            numbers, scale = free.split([free.shape[-1] - 1, 1], -1)
+            network = family.network(tensors, family.split(numbers))
+            return Conditioning(network, bounded_log_scale(scale.squeeze(-1)))
         return Conditioning(family.network(tensors, family.split(free)), None)
 
     def _conditioning_for(self, x: torch.Tensor) -> Conditioning:
@@ -316,7 +387,31 @@ class ConditionedFlow(MonotoneBase):
         centred = self.family.map(x, net._replace(offset=torch.zeros_like(net.offset)))
         return torch.addcmul(net.offset, centred, torch.exp(log_scale))
 
-    def _log_slope(self, x: torch.Tensor, conditioning: Conditioning) -> torch.Tensor:
+    def _apply_map_keeping_log_slope(
+        self, x: torch.Tensor, conditioning: Conditioning, key: torch.Tensor
+    ) -> torch.Tensor:
+        """:meth:`_apply_map`, keeping the log-derivatives for the log-Jacobian of the input
+        ``key`` (x, or the whole input x is part of) when the family computes them in the same
+        pass."""
+        net, log_scale = conditioning
+        if log_scale is not None:
+            net = net._replace(offset=torch.zeros_like(net.offset))
+        y, log_slope = self.family.map_and_log_derivative(x, net)
+        if log_slope is not None and log_scale is not None:
+            log_slope = log_slope + log_scale
+        self._cache.keep_log_slope(key, log_slope)
+        if log_scale is None:
+            return y
+        return torch.addcmul(conditioning.network.offset, y, torch.exp(log_scale))
+
+    def _log_slope(
+        self, x: torch.Tensor, conditioning: Conditioning, key: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """log f'(x) plus the conditioned log-scale; kept from the forward pass on the input
+        ``key`` if given and that pass kept it."""
+        kept = None if key is None else self._cache.log_slope_for(key)
+        if kept is not None:
+            return kept
         log_slope = self.family.log_derivative(x, conditioning.network)
         return log_slope if conditioning.log_scale is None else log_slope + conditioning.log_scale
 

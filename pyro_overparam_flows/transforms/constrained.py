@@ -11,10 +11,11 @@ from ..maps import (
     ConstrainedNetwork,
     constrained_log_derivative,
     constrained_map,
+    constrained_map_and_log_derivative,
     constrained_map_and_slope,
     constrained_range,
 )
-from ..numerics import bracket_increasing, solve_increasing, solver_tolerance
+from ..numerics import bracket_increasing, native, solve_increasing, solver_tolerance
 from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS, initial_constrained_network
 from ..positivity import POSITIVITY
 from ..validation import check_positive_int, check_positive_number
@@ -163,6 +164,17 @@ class ConstrainedFamily(Family):
 
     def log_derivative(self, x: torch.Tensor, net: ConstrainedNetwork) -> torch.Tensor:
         return constrained_log_derivative(x, net, self.activation)
+
+    def map_and_log_derivative(
+        self, x: torch.Tensor, net: ConstrainedNetwork
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f(x) and log f'(x) from one pass where the native kernel applies (where it does
+        not, only f(x))."""
+        if native.usable(x, net.hidden_weight, net.hidden_bias) and (
+            self.activation.name in native.SATURATING_KINDS
+        ):
+            return constrained_map_and_log_derivative(x, net, self.activation)
+        return self.map(x, net), None
 
     def solve(
         self,

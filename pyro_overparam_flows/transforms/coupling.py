@@ -98,7 +98,7 @@ class MonotoneCoupling(ConditionedFlow):
                 f"param_dims=[{size}]) does; got {got}"
             )
         return self._conditioning(
-            out.unflatten(-1, (self.conditioner_size, count)).transpose(-1, -2)
+            out.unflatten(-1, (self.conditioner_size, count)).transpose(-1, -2).contiguous()
         )
 
     def _join(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -111,7 +111,7 @@ class MonotoneCoupling(ConditionedFlow):
         self._check(x, "x")
         conditioning = self._condition_on(x)
         self._cache.conditioning = x, conditioning
-        second = self._apply_map(x[..., self.split_dim :], conditioning)
+        second = self._apply_map_keeping_log_slope(x[..., self.split_dim :], conditioning, x)
         second = self._finite(second, "forward map", conditioning.named())
         return self._join(x[..., : self.split_dim], second)
 
@@ -121,7 +121,7 @@ class MonotoneCoupling(ConditionedFlow):
         self._cache.refresh(self)
         self._check(x, "x")
         conditioning = self._conditioning_for(x)
-        log_det = self._log_slope(x[..., self.split_dim :], conditioning).sum(-1)
+        log_det = self._log_slope(x[..., self.split_dim :], conditioning, key=x).sum(-1)
         return self._finite(log_det, "log-Jacobian", conditioning.named())
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:

@@ -47,12 +47,17 @@ class MonotoneTransformModule(MonotoneBase):
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
         self._check(x, "x")
-        return self._finite(self.family.map(x, self.network()), "forward map")
+        y, log_slope = self.family.map_and_log_derivative(x, self.network())
+        self._cache.keep_log_slope(x, log_slope)
+        return self._finite(y, "forward map")
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         r"""log-Jacobian: :math:`\log|\det J| = \sum_d \log f'(x_d)` over the last dimension."""
+        self._cache.refresh(self)
         self._check(x, "x")
-        log_slope = self.family.log_derivative(x, self.network())
+        log_slope = self._cache.log_slope_for(x)
+        if log_slope is None:
+            log_slope = self.family.log_derivative(x, self.network())
         return self._finite(log_slope.sum(-1), "log-Jacobian")
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:

@@ -117,6 +117,14 @@ class Family(ABC):
     def log_derivative(self, x: torch.Tensor, net: Any) -> torch.Tensor:
         """log f'(x) per coordinate, with gradients."""
 
+    def map_and_log_derivative(
+        self, x: torch.Tensor, net: Any
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f(x), and log f'(x) where the family gets it from the same pass at no extra cost
+        (else None: the structure asks :meth:`log_derivative` when it needs it). A structure's
+        forward call keeps the log-derivative for the log-Jacobian of the same x."""
+        return self.map(x, net), None
+
     @abstractmethod
     def solve(
         self,
@@ -149,13 +157,13 @@ class Family(ABC):
         >>> {name: tuple(value.shape) for name, value in fields.items()}
         {'hidden_bias': (7, 2, 4), 'offset': (7, 2)}
         """
-        fields, start = {}, 0
-        for name, size in self.free_fields():
-            if size is None:
-                fields[name], start = free[..., start], start + 1
-            else:
-                fields[name], start = free[..., start : start + size], start + size
-        return fields
+        layout = self.free_fields()
+        # One split (its gradient one concatenation, not a zero-filled copy per field).
+        parts = torch.split(free, [1 if size is None else size for _, size in layout], -1)
+        return {
+            name: part.squeeze(-1) if size is None else part
+            for (name, size), part in zip(layout, parts, strict=True)
+        }
 
     def join(self, fields: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The free numbers of shape ``(..., dim, free_size)`` of the fields (:meth:`split`'s

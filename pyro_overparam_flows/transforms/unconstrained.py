@@ -10,6 +10,7 @@ from ..maps import (
     UnconstrainedNetwork,
     unconstrained_log_derivative,
     unconstrained_map,
+    unconstrained_map_and_log_derivative,
 )
 from ..numerics import (
     QUADRATURE_RULES,
@@ -163,6 +164,14 @@ class UnconstrainedFamily(Family):
 
     def log_derivative(self, x: torch.Tensor, net: UnconstrainedNetwork) -> torch.Tensor:
         return unconstrained_log_derivative(x, net, self.activation, self.phi)
+
+    def map_and_log_derivative(
+        self, x: torch.Tensor, net: UnconstrainedNetwork
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f(x) and log f'(x) from one pass where the native kernel applies (where it does
+        not, only f(x))."""
+        both = unconstrained_map_and_log_derivative(x, net, self.activation, self.phi)
+        return (self.map(x, net), None) if both is None else both
 
     def solve(
         self,
