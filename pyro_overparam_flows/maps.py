@@ -110,7 +110,9 @@ def _native_saturating(
     x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The saturating part and its log-slope from one pass of the native kernel
-    (:mod:`~pyro_overparam_flows.numerics.native`), or None where it does not apply."""
+    (:mod:`~pyro_overparam_flows.numerics.native`), or None where it does not apply. Its gain
+    is the fused backward pass: without gradients (the inverse's Newton steps) PyTorch's
+    vectorized activations are as fast, and they run."""
     tensors = (
         x,
         net.hidden_weight,
@@ -120,6 +122,8 @@ def _native_saturating(
         net.log_output_weight,
     )
     if sigma.name not in native.SATURATING_KINDS or not native.usable(*tensors):
+        return None
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
         return None
     return native.saturating(*tensors, net.multiplier, sigma.name)
 
@@ -201,11 +205,14 @@ def constrained_log_derivative(
 
 
 def constrained_map_and_log_derivative(
-    x: torch.Tensor, net: ConstrainedNetwork, sigma: SaturatingActivation
-) -> tuple[torch.Tensor, torch.Tensor]:
+    x: torch.Tensor,
+    net: ConstrainedNetwork,
+    sigma: SaturatingActivation,
+    fused_only: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
     r"""f(x) and log f'(x) of the constrained family together: from one pass of the native
     kernel where it applies (one pass back, too), else :func:`constrained_map` and
-    :func:`constrained_log_derivative`.
+    :func:`constrained_log_derivative` (or None with ``fused_only``).
 
     >>> from pyro_overparam_flows import constrained_monotone
     >>> transform = constrained_monotone(2, width=8)
@@ -218,6 +225,8 @@ def constrained_map_and_log_derivative(
     """
     computed = _native_saturating(x, net, sigma)
     if computed is None:
+        if fused_only:
+            return None
         return constrained_map(x, net, sigma), constrained_log_derivative(x, net, sigma)
     y, log_slope = computed[0] + net.offset, computed[1]
     if net.tail is None:

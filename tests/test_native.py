@@ -314,3 +314,23 @@ def test_other_devices_and_dtypes_take_the_pytorch_code(device):
     assert not native.usable(x.double(), x)  # mixed dtypes
     with pytest.raises(ValueError, match="True or False"):
         native.use_native("yes")
+
+
+@pytest.mark.parametrize("activation", list(native.SATURATING_KINDS))
+def test_saturating_gradients_where_sigma_prime_leaves_float32s_normal_range(activation):
+    # every unit at u = 50 (tanh) or 100 (sigmoid): sigma'(u) ~ 1e-43, a float32 subnormal
+    u = 50.0 if activation == "tanh" else 100.0
+
+    def gradients(dtype):
+        x = torch.full((3, 1), u, dtype=dtype, requires_grad=True)
+        log_w = torch.zeros(1, 4, dtype=dtype, requires_grad=True)
+        log_a = torch.tensor([[0.0, 0.1, 0.2, 0.3]], dtype=dtype, requires_grad=True)
+        b = torch.zeros(1, 4, dtype=dtype, requires_grad=True)
+        _, log_slope = native.saturating(x, log_w.exp(), b, log_a.exp(), log_w, log_a, 1.0,
+                                         activation)  # fmt: skip
+        assert torch.isfinite(log_slope).all()
+        return torch.autograd.grad(log_slope.sum(), (x, log_w, log_a, b))
+
+    single, double = gradients(torch.float32), gradients(torch.float64)
+    for ours, reference in zip(single, double, strict=True):
+        assert torch.allclose(ours.double(), reference, rtol=1e-5, atol=1e-6)

@@ -25,8 +25,11 @@ data it scores. Here :math:`x_0` is the coordinate-wise minimum over the trainin
 points, so that every test point lies in the support of the exponential model (from the
 training minimum alone, a test point below it would have zero density).
 
-Multi-dimensional data use the autoregressive transforms with ``scale=False``, the paper's
-multi-dimensional model.
+Multi-dimensional data use the autoregressive transforms with ``scale=False`` and the linear
+conditioner (``hidden_dims=()``): dimension d's hidden pre-activations :math:`w_{dr} x_d +
+b_{dr}(x_{<d})` are linear in :math:`(x_{<d}, x_d)`, the paper's multi-dimensional model, a
+one-hidden-layer network per dimension. A setting's ``options`` may give other
+``hidden_dims``.
 """
 
 from __future__ import annotations
@@ -142,7 +145,8 @@ def make_flow(
     family: str, dim: int, width: int, setting: TrainingSetting
 ) -> torch.distributions.Transform:
     """The transform of ``family`` for ``dim``-dimensional data: element-wise for ``dim = 1``,
-    autoregressive (``scale=False``, the paper's model) otherwise.
+    autoregressive otherwise (``scale=False`` and the linear conditioner, ``hidden_dims=()``:
+    the paper's model).
 
     >>> type(make_flow("unconstrained", 2, 16, PAPER_SETTINGS["unconstrained"])).__name__
     'UnconstrainedMonotoneAutoregressive'
@@ -157,7 +161,7 @@ def make_flow(
             if family == "constrained"
             else unconstrained_monotone_autoregressive
         )
-        options = {"scale": False, **options}
+        options = {"scale": False, "hidden_dims": (), **options}
     return make(dim, width, **options)
 
 

@@ -145,8 +145,8 @@ static inline __attribute__((always_inline)) void elu_piece(double l, double h, 
 
 static inline double negative_exp(double u) { return u < 0 ? exp(u) : 1.0; }
 
-/* log sigma'(u) of the constrained family's activations, and sigma(u), sigma'(u) and
-   (log sigma')'(u) from one exponential. kind 0: tanh, 1: sigmoid. */
+/* sigma(u), sigma'(u) and (log sigma')'(u) of the constrained family's activations from one
+   exponential. kind 0: tanh, 1: sigmoid. */
 static inline void saturating(int kind, double u, double *value, double *slope, double *curve) {
     if (kind == 0) {
         double e = exp(-2.0 * fabs(u)), inverse = 1.0 / (1.0 + e), t = (1.0 - e) * inverse;
@@ -161,6 +161,7 @@ static inline void saturating(int kind, double u, double *value, double *slope, 
     }
 }
 
+/* log sigma'(u), finite however large |u| is. */
 static inline double log_saturating_slope(int kind, double u) {
     double v = fabs(u);
     if (kind == 0) return 2.0 * (M_LN2 - v - log1p(exp(-2.0 * v)));
@@ -180,6 +181,10 @@ static inline double log_saturating_slope(int kind, double u) {
 #undef NAME
 
 #else /* POF_TYPED: the kernels for storage type T */
+
+/* log of the smallest sum of a w sigma'(u) whose terms the storage type keeps well enough */
+#undef LOG_SAFE_SUM
+#define LOG_SAFE_SUM (sizeof(T) == sizeof(float) ? -69.0 : -660.0)
 
 static inline const T *NAME(row)(const Weight *weight, int64_t i) {
     return (const T *)weight->data + (i % weight->period) * weight->stride;
@@ -398,7 +403,7 @@ void NAME(relu_network)(int64_t row0, int64_t row1, int64_t m, const T *x,
    log w, log a: a direct sum in double, or where that underflows or overflows a log-sum-exp
    of log a + log w + log sigma'(u). With values and slopes (rows x m, for the backward
    pass), sigma(u_r) and sigma'(u_r) too. */
-void NAME(saturating_forward)(int kind, int64_t row0, int64_t row1, int64_t m, const T *x,
+void NAME(saturating_forward)(int64_t row0, int64_t row1, int64_t m, int kind, const T *x,
                               const Weight *weights, double c, T *y, T *log_slope, T *values,
                               T *slopes) {
     double log_c = log(c);
@@ -440,7 +445,7 @@ void NAME(saturating_forward)(int kind, int64_t row0, int64_t row1, int64_t m, c
 /* Gradients of sum_i gy[i] y[i] + gl[i] log_slope[i] (gy or gl may be null) given the saved
    log_slope, sigma(u) and sigma'(u): gx[i] per row, and those in w, b, a, log w, log a
    (weights[0..4]). */
-void NAME(saturating_backward)(int kind, int64_t row0, int64_t row1, int64_t m, const T *x,
+void NAME(saturating_backward)(int64_t row0, int64_t row1, int64_t m, int kind, const T *x,
                                const Weight *weights, double c, const T *log_slope,
                                const T *values, const T *slopes, const T *gy, const T *gl,
                                T *gx) {
@@ -449,7 +454,10 @@ void NAME(saturating_backward)(int kind, int64_t row0, int64_t row1, int64_t m, 
         double xi = (double)x[i], gyi = gy ? c * (double)gy[i] : 0, gli = gl ? (double)gl[i] : 0;
         double shift = gl ? log_c - (double)log_slope[i] : 0;
         double scale = exp(shift); /* c / (c sum a w sigma'): each unit's share is a w sigma' */
-        int direct = gl && isfinite(scale) && scale > 1e-280;
+        /* The kept sigma'(u) serve where their sum is far above the storage type's smallest
+           normal number (a unit's share is then exact to its precision); elsewhere each share
+           is taken from log sigma'(u). */
+        int direct = gl && -shift > LOG_SAFE_SUM;
         const T *wr = NAME(row)(weights, i), *br = NAME(row)(weights + 1, i);
         const T *ar = NAME(row)(weights + 2, i), *lwr = NAME(row)(weights + 3, i);
         const T *lar = NAME(row)(weights + 4, i);

@@ -183,8 +183,8 @@ _SIGNATURES = {
     "relu_integral": (_I, [_I, _I, _I, _P, _W, _D, _P, _P, _P, _P, _P, _P]),
     "relu_integral_backward": (None, [_I, _I, _I, _P, _P, _P, _P, _P, _W, _D, _P]),
     "relu_network": (None, [_I, _I, _I, _P, _W, _D, _P, _P, _P]),
-    "saturating_forward": (None, [_K, _I, _I, _I, _P, _W, _D, _P, _P, _P, _P]),
-    "saturating_backward": (None, [_K, _I, _I, _I, _P, _W, _D, _P, _P, _P, _P, _P, _P]),
+    "saturating_forward": (None, [_I, _I, _I, _K, _P, _W, _D, _P, _P, _P, _P]),
+    "saturating_backward": (None, [_I, _I, _I, _K, _P, _W, _D, _P, _P, _P, _P, _P, _P]),
 }
 
 
@@ -322,6 +322,23 @@ def _gradients(targets: list[list[torch.Tensor]], dtype: torch.dtype) -> list[to
     return gradients
 
 
+def _weight_gradients(
+    name: str, x: torch.Tensor, weights: list[torch.Tensor], arguments: Callable
+) -> list[torch.Tensor]:
+    """Run the backward kernel ``name`` over the rows of x in chunks, ``arguments(view)`` giving
+    its arguments after ``(row0, row1, m)`` (``view``: the weights with that chunk's gradient
+    destinations); return the weights' gradients."""
+    rows, width = x.shape[0], weights[0].shape[-1]
+    kernel = _function(name, x.dtype)
+    views, targets = _gradient_sinks(weights, rows, len(_chunks(rows, width)))
+
+    def call(index: int, row0: int, row1: int) -> None:
+        kernel(row0, row1, width, *arguments(views[index]))
+
+    _parallel(call, rows, width)
+    return _gradients(targets, x.dtype)
+
+
 class _ReluIntegral(torch.autograd.Function):
     """The integral and N(x), both differentiable."""
 
@@ -357,20 +374,13 @@ class _ReluIntegral(torch.autograd.Function):
         x, dx, slope, intercept, w, b, a = ctx.saved_tensors
         grad = torch.zeros_like(x) if grad is None else grad.contiguous()
         gn = None if grad_network is None else grad_network.contiguous()
-        rows, width = x.shape[0], w.shape[-1]
-        kernel = _function("relu_integral_backward", x.dtype)
-        chunks = _chunks(rows, width)
-        views, targets = _gradient_sinks([w, b, a], rows, len(chunks))
         gx = torch.empty_like(x)
-
-        def call(index: int, row0: int, row1: int) -> None:
-            kernel(
-                row0, row1, width, x.data_ptr(), grad.data_ptr(), _pointer(gn),
-                slope.data_ptr(), intercept.data_ptr(), views[index], ctx.c, gx.data_ptr(),
-            )  # fmt: skip
-
-        _parallel(call, rows, width)
-        return torch.addcmul(gx, grad, dx), *_gradients(targets, x.dtype), None
+        gradients = _weight_gradients(
+            "relu_integral_backward", x, [w, b, a],
+            lambda view: (x.data_ptr(), grad.data_ptr(), _pointer(gn), slope.data_ptr(),
+                          intercept.data_ptr(), view, ctx.c, gx.data_ptr()),
+        )  # fmt: skip
+        return torch.addcmul(gx, grad, dx), *gradients, None
 
 
 class _ReluNetwork(torch.autograd.Function):
@@ -394,20 +404,12 @@ class _ReluNetwork(torch.autograd.Function):
     def backward(ctx, grad):
         x, w, b, a = ctx.saved_tensors
         grad = grad.contiguous()
-        rows, width = x.shape[0], w.shape[-1]
-        kernel = _function("relu_network", x.dtype)
-        chunks = _chunks(rows, width)
-        views, targets = _gradient_sinks([w, b, a], rows, len(chunks))
         gx = torch.empty_like(x)
-
-        def call(index: int, row0: int, row1: int) -> None:
-            kernel(
-                row0, row1, width, x.data_ptr(), views[index], ctx.c, None, grad.data_ptr(),
-                gx.data_ptr(),
-            )  # fmt: skip
-
-        _parallel(call, rows, width)
-        return gx, *_gradients(targets, x.dtype), None
+        gradients = _weight_gradients(
+            "relu_network", x, [w, b, a],
+            lambda view: (x.data_ptr(), view, ctx.c, None, grad.data_ptr(), gx.data_ptr()),
+        )  # fmt: skip
+        return gx, *gradients, None
 
 
 class _Saturating(torch.autograd.Function):
@@ -426,7 +428,7 @@ class _Saturating(torch.autograd.Function):
 
         def call(index: int, row0: int, row1: int) -> None:
             kernel(
-                kind, row0, row1, width, x.data_ptr(), weights, c, y.data_ptr(),
+                row0, row1, width, kind, x.data_ptr(), weights, c, y.data_ptr(),
                 log_slope.data_ptr(), _pointer(values), _pointer(slopes),
             )  # fmt: skip
 
@@ -439,23 +441,16 @@ class _Saturating(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y, grad_log_slope):
         x, w, b, a, log_w, log_a, log_slope, values, slopes = ctx.saved_tensors
-        rows, width = x.shape[0], w.shape[-1]
         gy = None if grad_y is None else grad_y.contiguous()
         gl = None if grad_log_slope is None else grad_log_slope.contiguous()
-        kernel = _function("saturating_backward", x.dtype)
-        chunks = _chunks(rows, width)
-        views, targets = _gradient_sinks([w, b, a, log_w, log_a], rows, len(chunks))
         gx = torch.empty_like(x)
-
-        def call(index: int, row0: int, row1: int) -> None:
-            kernel(
-                ctx.kind, row0, row1, width, x.data_ptr(), views[index], ctx.c,
-                log_slope.data_ptr(), values.data_ptr(), slopes.data_ptr(), _pointer(gy),
-                _pointer(gl), gx.data_ptr(),
-            )  # fmt: skip
-
-        _parallel(call, rows, width)
-        return gx, *_gradients(targets, x.dtype), None, None
+        gradients = _weight_gradients(
+            "saturating_backward", x, [w, b, a, log_w, log_a],
+            lambda view: (ctx.kind, x.data_ptr(), view, ctx.c, log_slope.data_ptr(),
+                          values.data_ptr(), slopes.data_ptr(), _pointer(gy), _pointer(gl),
+                          gx.data_ptr()),
+        )  # fmt: skip
+        return gx, *gradients, None, None
 
 
 def _layout(x: torch.Tensor, weights: tuple[torch.Tensor, ...]):

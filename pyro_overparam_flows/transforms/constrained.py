@@ -15,7 +15,7 @@ from ..maps import (
     constrained_map_and_slope,
     constrained_range,
 )
-from ..numerics import bracket_increasing, native, solve_increasing, solver_tolerance
+from ..numerics import bracket_increasing, solve_increasing, solver_tolerance
 from ..parametrizations import CONSTRAINED_PARAMETRIZATIONS, initial_constrained_network
 from ..positivity import POSITIVITY
 from ..validation import check_positive_int, check_positive_number
@@ -170,11 +170,8 @@ class ConstrainedFamily(Family):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """f(x) and log f'(x) from one pass where the native kernel applies (where it does
         not, only f(x))."""
-        if native.usable(x, net.hidden_weight, net.hidden_bias) and (
-            self.activation.name in native.SATURATING_KINDS
-        ):
-            return constrained_map_and_log_derivative(x, net, self.activation)
-        return self.map(x, net), None
+        both = constrained_map_and_log_derivative(x, net, self.activation, fused_only=True)
+        return (self.map(x, net), None) if both is None else both
 
     def solve(
         self,
