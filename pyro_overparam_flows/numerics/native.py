@@ -294,7 +294,7 @@ def _gradient_sinks(arrays: list[torch.Tensor], rows: int, chunks: int):
     targets = []
     for array in arrays:
         if array.shape[0] == rows:
-            targets.append([torch.empty(array.shape, dtype=array.dtype)] * chunks)
+            targets.append([array.new_empty(array.shape)] * chunks)
         else:
             targets.append(
                 [array.new_zeros(array.shape, dtype=torch.float64) for _ in range(chunks)]

@@ -72,32 +72,16 @@ _VERSION_0_1 = (
 )  # fmt: skip
 
 
-def _from_version_0_1(state: dict) -> dict:
+def _from_version_0_1(state: dict, family_type: type[Family] | None) -> dict:
     """The pickled state of a version 0.1 transform (its family mixed into its class) as this
-    version's: a family built from the old attributes, a fresh cache, the tensors' names."""
-    from .constrained import ConstrainedFamily
-    from .unconstrained import UnconstrainedFamily
-
-    if "phi" in state:
-        nodes = state["_buffers"].get("quadrature_nodes")
-        family: Family = UnconstrainedFamily(
-            state["width"],
-            activation=state["activation"].name,
-            phi=state["phi"].name,
-            integration=state["integration"],
-            quadrature_nodes=None if nodes is None else nodes.numel(),
-            parametrization=state["parametrization"],
-            tail=state["has_tail"],
+    version's: a family of the class's ``family_type`` built from the old attributes
+    (``family_type.from_version_0_1``), a fresh cache, the tensors' names."""
+    if family_type is None or not hasattr(family_type, "from_version_0_1"):
+        raise ValueError(
+            "this pickle was written by version 0.1 of pyro_overparam_flows and its class has "
+            "no family to rebuild; rebuild the transform and load its state_dict instead"
         )
-    else:
-        family = ConstrainedFamily(
-            state["width"],
-            activation=state["activation"].name,
-            positivity=state["positivity"].name,
-            tail=state["has_tail"],
-            parametrization=state["parametrization"],
-            projection_floor=state["projection_floor"],
-        )
+    family = family_type.from_version_0_1(state)
     # The transform's own tensors were the family's weights, derived buffers and (element-wise)
     # free numbers: the conditioner's are those of a submodule.
     tensors = {**state["_parameters"], **state["_buffers"]}
@@ -204,7 +188,7 @@ class FamilyHost:
 
     def __setstate__(self, state: dict) -> None:
         if "family" not in state and ("positivity" in state or "phi" in state):
-            state = _from_version_0_1(state)
+            state = _from_version_0_1(state, getattr(type(self), "family_type", None))
         super().__setstate__(state)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -102,6 +102,18 @@ class ConstrainedFamily(Family):
         self.projection_floor = check_positive_number(projection_floor, "projection_floor")
         self.multiplier = setting.multiplier(self.width)
 
+    @classmethod
+    def from_version_0_1(cls, state: dict) -> ConstrainedFamily:
+        """The family of a transform pickled by version 0.1, from its attributes."""
+        return cls(
+            state["width"],
+            activation=state["activation"].name,
+            positivity=state["positivity"].name,
+            tail=state["has_tail"],
+            parametrization=state["parametrization"],
+            projection_floor=state["projection_floor"],
+        )
+
     def free_fields(self) -> tuple[tuple[str, int | None], ...]:
         """``hidden_bias`` (m), ``offset`` and, with a tail, ``raw_tail``."""
         tail = (("raw_tail", None),) if self.has_tail else ()
@@ -290,6 +302,8 @@ class ConstrainedMonotone(MonotoneTransformModule):
     [2] Chin-Wei Huang, David Krueger, Alexandre Lacoste, Aaron Courville. Neural
     Autoregressive Flows. ICML 2018. [arXiv:1804.00779]
     """
+
+    family_type = ConstrainedFamily
 
     def __init__(
         self,

@@ -115,6 +115,20 @@ class UnconstrainedFamily(Family):
         self.has_tail = resolve_tail(tail, setting)
         self.multiplier = setting.multiplier(self.width)
 
+    @classmethod
+    def from_version_0_1(cls, state: dict) -> UnconstrainedFamily:
+        """The family of a transform pickled by version 0.1, from its attributes."""
+        nodes = state["_buffers"].get("quadrature_nodes")
+        return cls(
+            state["width"],
+            activation=state["activation"].name,
+            phi=state["phi"].name,
+            integration=state["integration"],
+            quadrature_nodes=None if nodes is None else nodes.numel(),
+            parametrization=state["parametrization"],
+            tail=state["has_tail"],
+        )
+
     def free_fields(self) -> tuple[tuple[str, int | None], ...]:
         """``hidden_bias`` (m) and ``offset``."""
         return (("hidden_bias", self.width), ("offset", None))
@@ -280,6 +294,8 @@ class UnconstrainedMonotone(MonotoneTransformModule):
     [2] Antoine Wehenkel, Gilles Louppe. Unconstrained Monotonic Neural Networks.
     NeurIPS 2019. [arXiv:1908.05164]
     """
+
+    family_type = UnconstrainedFamily
 
     def __init__(
         self,
