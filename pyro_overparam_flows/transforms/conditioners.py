@@ -95,8 +95,8 @@ def bounded_log_scale(raw: torch.Tensor) -> torch.Tensor:
 
 
 class LinearAutoregressiveNN(nn.Module):
-    r"""The paper's conditioner for the autoregressive flows: every number dimension d's map is
-    given (its hidden biases, offset, tail, log-scale) is affine in the coordinates before d,
+    r"""The paper's conditioner for the autoregressive flows: each number that dimension d's map
+    is given (its hidden biases, offset, tail, log-scale) is affine in the coordinates before d,
 
         :math:`\theta_{dp}(x) = \sum_{j <_\pi d} V_{dpj} x_j + c_{dp}`,
 
