@@ -334,3 +334,14 @@ def test_saturating_gradients_where_sigma_prime_leaves_float32s_normal_range(act
     single, double = gradients(torch.float32), gradients(torch.float64)
     for ours, reference in zip(single, double, strict=True):
         assert torch.allclose(ours.double(), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_an_autoregressive_network_of_the_wrong_shape_is_named():
+    transform = pof.unconstrained_monotone_autoregressive(3, 4, hidden_dims=())
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 3, 6\) \(numbers per dimension last\)"):
+        transform.arn.forward = lambda x: torch.zeros(x.shape[0], 6, 3)
+        transform(torch.zeros(2, 3))
+    transform = pof.unconstrained_monotone_autoregressive(3, 4, hidden_dims=[8])
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., 6, 3\) \(numbers per dimension, input"):
+        transform.arn.forward = lambda x: torch.zeros(x.shape[0], 3, 6)
+        transform(torch.zeros(2, 3))

@@ -90,25 +90,25 @@ class MonotoneAutoregressive(ConditionedFlow):
 
     def _condition_on(self, x: torch.Tensor) -> Conditioning:
         out = self.arn(x)
-        if getattr(self.arn, "numbers_last", False):  # (..., D, P): read in place
-            if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != (
-                self.input_dim,
-                self.conditioner_size,
-            ):
-                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-                raise ValueError(
-                    f"the autoregressive network (numbers_last) must return one tensor of "
-                    f"shape (..., {self.input_dim}, {self.conditioner_size}), got {got}"
-                )
-            return self._conditioning(out)
+        # Pyro's layout is (..., P, D); a network with numbers_last gives (..., D, P).
+        numbers_last = getattr(self.arn, "numbers_last", False)
         expected = (self.conditioner_size, self.input_dim)
+        if numbers_last:
+            expected = expected[::-1]
         if not isinstance(out, torch.Tensor) or tuple(out.shape[-2:]) != expected:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"the autoregressive network must return one tensor of shape (..., {expected[0]}, "
-                f"{expected[1]}) (numbers per dimension, input_dim), as AutoRegressiveNN("
-                f"input_dim, hidden_dims, param_dims=[{expected[0]}]) does; got {got}"
+            layout = (
+                "(numbers per dimension last)"
+                if numbers_last
+                else f"(numbers per dimension, input_dim), as AutoRegressiveNN(input_dim, "
+                f"hidden_dims, param_dims=[{self.conditioner_size}]) does"
             )
+            raise ValueError(
+                f"the autoregressive network must return one tensor of shape (..., "
+                f"{expected[0]}, {expected[1]}) {layout}; got {got}"
+            )
+        if numbers_last:  # each dimension's numbers already contiguous
+            return self._conditioning(out)
         # Each dimension's numbers contiguous: the kernels read the hidden biases in place.
         return self._conditioning(out.transpose(-1, -2).contiguous())
 
