@@ -487,3 +487,32 @@ def test_map_given_evaluates_each_dimension_at_t_with_the_conditioner_fed_x(make
         transform.map_given(x, torch.zeros(2, dtype=dtype))
     with pytest.raises(ValueError, match="does not broadcast"):
         transform.map_given(x, torch.zeros(2, 1, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize("batch", [(), (5,), (2, 3)])
+def test_linear_conditioner_against_a_masked_linear_map(batch, dtype, device):
+    """LinearAutoregressiveNN's output and its gradients to weight, bias and input against the
+    masked affine map written out per output: number p of dimension d is
+    sum_j mask[d P + p, j] W[d P + p, j] x_j + b[d P + p]."""
+    from pyro_overparam_flows.transforms.conditioners import LinearAutoregressiveNN
+
+    torch.manual_seed(1)
+    network = LinearAutoregressiveNN(3, [4], permutation=torch.tensor([1, 2, 0]))
+    network = network.to(device=device, dtype=dtype)
+    with torch.no_grad():
+        network.weight.normal_()  # entries the mask hides as well: they must not count
+    x = torch.randn(*batch, 3, device=device, dtype=dtype, requires_grad=True)
+    out = network(x)
+    assert out.shape == (*batch, 3, 4) and out.dtype == dtype and out.device == x.device
+    masked = network.weight * network.mask
+    expected = (x.unsqueeze(-2) * masked).sum(-1) + network.bias
+    tolerance = {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {}
+    assert torch.allclose(out, expected.unflatten(-1, (3, 4)), **tolerance)
+    # Dimension 1 comes first: its numbers are constants; dimension 0 comes last.
+    assert torch.equal(network.mask.view(3, 4, 3)[1], torch.zeros_like(network.mask[:4]))
+    outward = torch.randn_like(out)
+    got = torch.autograd.grad(out, (x, network.weight, network.bias), outward)
+    wanted = torch.autograd.grad(expected, (x, network.weight, network.bias), outward.flatten(-2))
+    for a, b in zip(got, wanted, strict=True):
+        assert torch.allclose(a, b, **tolerance)
+    assert torch.equal(got[1] * (1 - network.mask), torch.zeros_like(got[1]))  # hidden: no gradient

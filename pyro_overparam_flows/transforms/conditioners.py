@@ -149,7 +149,13 @@ class LinearAutoregressiveNN(nn.Module):
         self.bias = nn.Parameter(layer.bias.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = nn.functional.linear(x, self.weight * self.mask, self.bias)
+        # One product of (x, 1) with the stacked weights and bias, laid out (D + 1, D * P):
+        # its gradient is then (x, 1)^T @ grad, one fast product for weights and bias alike.
+        # (nn.functional.linear's weight gradient is grad^T @ x, several times slower for this
+        # tall, thin weight, and its bias gradient a second pass over the output's gradient.)
+        stacked = torch.cat([self.weight * self.mask, self.bias.unsqueeze(-1)], -1)
+        extended = torch.cat([x, x.new_ones(x.shape[:-1] + (1,))], -1)
+        out = extended @ stacked.t().contiguous()
         return out.unflatten(-1, (self.input_dim, self.count))
 
     @torch.no_grad()
@@ -368,9 +374,9 @@ class ConditionedFlow(MonotoneBase):
         """Split the conditioner's numbers, shape ``(..., dims, P)``, into network and scale."""
         tensors, family = self.tensors(), self.family
         if self.scale:
-            numbers, scale = free.split([free.shape[-1] - 1, 1], -1)
-            network = family.network(tensors, family.split(numbers))
-            return Conditioning(network, bounded_log_scale(scale.squeeze(-1)))
+            fields = family.split(free, extra=("log_scale",))
+            log_scale = bounded_log_scale(fields.pop("log_scale"))
+            return Conditioning(family.network(tensors, fields), log_scale)
         return Conditioning(family.network(tensors, family.split(free)), None)
 
     def _conditioning_for(self, x: torch.Tensor) -> Conditioning:

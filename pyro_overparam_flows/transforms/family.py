@@ -149,15 +149,17 @@ class Family(ABC):
         (e.g. the positive weights of a constrained flow from their raw values)."""
         return {}
 
-    def split(self, free: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The fields of free numbers of shape ``(..., dim, free_size)``.
+    def split(self, free: torch.Tensor, extra: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """The fields of free numbers of shape ``(..., dim, free_size + len(extra))``: the
+        family's, then one number per dimension for each name in ``extra`` (a structure's own,
+        such as its log-scale), all from one split.
 
         >>> from pyro_overparam_flows.transforms.unconstrained import UnconstrainedFamily
-        >>> fields = UnconstrainedFamily(4).split(torch.zeros(7, 2, 5))
+        >>> fields = UnconstrainedFamily(4).split(torch.zeros(7, 2, 6), extra=("log_scale",))
         >>> {name: tuple(value.shape) for name, value in fields.items()}
-        {'hidden_bias': (7, 2, 4), 'offset': (7, 2)}
+        {'hidden_bias': (7, 2, 4), 'offset': (7, 2), 'log_scale': (7, 2)}
         """
-        layout = self.free_fields()
+        layout = (*self.free_fields(), *((name, None) for name in extra))
         # One split (its gradient one concatenation, not a zero-filled copy per field).
         parts = torch.split(free, [1 if size is None else size for _, size in layout], -1)
         return {
